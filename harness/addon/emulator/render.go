@@ -1,0 +1,81 @@
+package emulator
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/binaries"
+	"github.com/aks-istio-conformance/conformance/harness/profile"
+)
+
+// renderFlags are the IstioOperator settings that turn Istio's charts into the add-on's
+// layout for one revision: a revisioned control plane in aks-istio-system with no default
+// revision, reading the user's revision-suffixed shared mesh ConfigMap, with the profile's
+// proxy image, sidecar shape and proxy-redirection mechanism.
+func renderFlags(p profile.Profile) []string {
+	cni := p.ProxyRedirection == profile.CNIChaining
+	flags := []string{
+		"profile=minimal",
+		"revision=" + p.Revision,
+		"values.global.istioNamespace=" + addon.RootNamespace,
+		"hub=" + p.ProxyImage.Hub,
+		"tag=" + p.ProxyImage.Tag,
+		"values.global.variant=" + p.ProxyImage.Variant,
+		"values.pilot.env.SHARED_MESH_CONFIG=" + addon.SharedMeshConfigMap(p.Revision),
+		// Istio's "auto" reads kubelet versions, which fake nodes do not report usefully:
+		// the profile decides.
+		"values.pilot.env.ENABLE_NATIVE_SIDECARS=" + strconv.FormatBool(p.NativeSidecars),
+		"values.pilot.cni.enabled=" + strconv.FormatBool(cni),
+		"components.cni.enabled=" + strconv.FormatBool(cni),
+	}
+	if cni {
+		flags = append(flags, "components.cni.namespace="+addon.RootNamespace)
+	}
+	return flags
+}
+
+// render runs the istio-render binary built from the profile's own Istio module, so the
+// charts are exactly those of the emulated version.
+func render(p profile.Profile) ([]*unstructured.Unstructured, error) {
+	bin, err := binaries.Path(p.Istio.Toolchain, "istio-render")
+	if err != nil {
+		return nil, err
+	}
+	var args []string
+	for _, f := range renderFlags(p) {
+		args = append(args, "--set", f)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("render %s with Istio %s: %v: %s", p.Revision, p.Istio.Version, err, stderr.String())
+	}
+	return decodeObjects(&stdout)
+}
+
+// decodeObjects splits a multi-document YAML stream into objects, skipping empty documents.
+func decodeObjects(r io.Reader) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(r, 64*1024)
+	var objs []*unstructured.Unstructured
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			return objs, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("decode rendered objects: %w", err)
+		}
+		if len(o) == 0 {
+			continue
+		}
+		objs = append(objs, &unstructured.Unstructured{Object: o})
+	}
+}

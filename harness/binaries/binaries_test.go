@@ -1,0 +1,51 @@
+package binaries
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestPathReportsMissingAndCorruptBinaries(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("ASM_CONFORMANCE_CACHE", cache)
+
+	_, err := Path(Etcd, "etcd")
+	if err == nil || !strings.Contains(err.Error(), "not built") || !strings.Contains(err.Error(), "make binaries") {
+		t.Fatalf("missing binary: got %v, want an error naming `make binaries`", err)
+	}
+
+	dir := filepath.Join(cache, "bin", Etcd)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	content := []byte("#!/bin/sh\n")
+	sum := sha256.Sum256(content)
+	if err := os.WriteFile(filepath.Join(dir, "etcd"), content, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etcd.sha256"), []byte(hex.EncodeToString(sum[:])+"  etcd\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := Path(Etcd, "etcd"); err != nil || p != filepath.Join(dir, "etcd") {
+		t.Fatalf("intact binary: got %q, %v", p, err)
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "etcd"), []byte("truncated"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Path(Etcd, "etcd"); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("corrupt binary: got %v, want an error saying it is corrupt", err)
+	}
+}
+
+func TestToolchainsExistInTheRepository(t *testing.T) {
+	for _, tc := range []string{Kubernetes, Etcd, Kwok} {
+		if _, err := os.Stat(filepath.Join("..", "..", "scripts", "toolchain", tc, "go.mod")); err != nil {
+			t.Errorf("toolchain %s has no pinned module under scripts/toolchain: %v", tc, err)
+		}
+	}
+}

@@ -1,0 +1,74 @@
+// Package kube holds the few cluster operations every part of the harness shares: a
+// controller-runtime client with the schemes the suite reads, server-side apply of
+// rendered objects, and waiting for CRDs to be served.
+package kube
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// RunLabel marks every namespace a run creates with the run's id, so that what a crashed
+// run left behind can be found and swept (`asm-conformance sweep`).
+const RunLabel = "aks-istio-conformance/run"
+
+// FieldOwner is the server-side-apply manager of everything the harness applies.
+const FieldOwner = "aks-istio-conformance"
+
+// Scheme knows the built-in kinds and CRDs; Istio's kinds are handled as unstructured.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = apiextensionsv1.AddToScheme(s)
+	return s
+}
+
+// NewClient returns a controller-runtime client for cfg.
+func NewClient(cfg *rest.Config) (client.Client, error) {
+	return client.New(cfg, client.Options{Scheme: Scheme()})
+}
+
+// Apply server-side-applies objects in order, forcing ownership: the harness is the only
+// writer of what it renders.
+func Apply(ctx context.Context, c client.Client, objs []*unstructured.Unstructured) error {
+	for _, o := range objs {
+		o = o.DeepCopy()
+		o.SetManagedFields(nil)
+		o.SetResourceVersion("")
+		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// WaitEstablished waits until the named CRDs are established, so their kinds can be used.
+func WaitEstablished(ctx context.Context, c client.Client, names []string, timeout time.Duration) error {
+	for _, name := range names {
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+			var crd apiextensionsv1.CustomResourceDefinition
+			if err := c.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
+				return false, client.IgnoreNotFound(err)
+			}
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("CRD %s not established within %s: %w", name, timeout, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,22 @@
+package runbook
+
+import (
+	"strings"
+	"testing"
+)
+
+type seen string
+
+func (s seen) String() string { return string(s) }
+
+func TestExplainNamesEveryPartOfTheStep(t *testing.T) {
+	step := Step{Ref: "truth table: istio-injection=enabled", Expected: "no sidecar",
+		Confirm: "kubectl get pod -n %s %s", Fix: "label the namespace istio.io/rev=<rev>"}
+	msg := step.Explain(seen("istio-proxy present"), "ns1", "pod1")()
+	for _, want := range []string{"replays:  truth table", "expected: no sidecar", "observed: istio-proxy present",
+		"confirm:  kubectl get pod -n ns1 pod1", "fix:      label the namespace"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("explanation lacks %q:\n%s", want, msg)
+		}
+	}
+}

@@ -1,0 +1,223 @@
+// Package scenario is the vocabulary the Ginkgo specs are written in: a run-wide World
+// (the target, a client, the default revision's profile) and steps that read like the
+// runbook ("create a namespace labelled ...", "deploy the app", "restart it", "the current
+// pod"). Everything a step creates is removed by DeferCleanup, interrupted runs included.
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2" //nolint:revive // the Ginkgo DSL reads best unqualified
+	. "github.com/onsi/gomega"    //nolint:revive
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/aks-istio-conformance/conformance/fixtures"
+	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/kube"
+	"github.com/aks-istio-conformance/conformance/harness/profile"
+	"github.com/aks-istio-conformance/conformance/harness/target"
+)
+
+// World is what every spec of a run shares.
+type World struct {
+	Target  target.Target
+	Client  client.Client
+	RunID   string
+	Profile profile.Profile // the default revision's
+	// Timeout bounds every convergence wait (Eventually); Poll is its interval.
+	Timeout, Poll time.Duration
+}
+
+// Revision is the default revision scenarios label namespaces with.
+func (w *World) Revision() string { return w.Profile.Revision }
+
+// namespaces numbers the namespaces of a run, so that table entries never share one.
+var namespaces atomic.Int64
+
+// Namespace creates a namespace named <run id>-<name>-<n> with the given labels, and deletes
+// it when the spec ends. It returns the full name.
+func (w *World) Namespace(ctx context.Context, name string, labels map[string]string) string {
+	GinkgoHelper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%s-%d", w.RunID, name, namespaces.Add(1)), Labels: map[string]string{kube.RunLabel: w.RunID}}}
+	for k, v := range labels {
+		ns.Labels[k] = v
+	}
+	Expect(w.Client.Create(ctx, ns)).To(Succeed(), "create namespace %s", ns.Name)
+	DeferCleanup(func(ctx SpecContext) {
+		Expect(client.IgnoreNotFound(w.Client.Delete(ctx, ns))).To(Succeed(), "delete namespace %s", ns.Name)
+	})
+	return ns.Name
+}
+
+// LabelNamespace sets (value non-empty) or removes (value empty) namespace labels.
+func (w *World) LabelNamespace(ctx context.Context, ns string, labels map[string]string) {
+	GinkgoHelper()
+	var obj corev1.Namespace
+	Expect(w.Client.Get(ctx, client.ObjectKey{Name: ns}, &obj)).To(Succeed())
+	patch := client.MergeFrom(obj.DeepCopy())
+	for k, v := range labels {
+		if v == "" {
+			delete(obj.Labels, k)
+		} else {
+			obj.Labels[k] = v
+		}
+	}
+	Expect(w.Client.Patch(ctx, &obj, patch)).To(Succeed(), "label namespace %s", ns)
+}
+
+// App is the suite's own workload (fixtures/workloads/app.yaml) with a scenario's changes.
+type App struct {
+	Name           string
+	PodLabels      map[string]string
+	PodAnnotations map[string]string
+}
+
+// Deploy creates the app's Deployment in ns. The namespace's cleanup removes it.
+func (w *World) Deploy(ctx context.Context, ns string, app App) {
+	GinkgoHelper()
+	d := w.appDeployment(ns, app)
+	Expect(w.Client.Create(ctx, d)).To(Succeed(), "create deployment %s/%s", ns, app.Name)
+}
+
+func (w *World) appDeployment(ns string, app App) *appsv1.Deployment {
+	GinkgoHelper()
+	data, err := fixtures.FS.ReadFile("workloads/app.yaml")
+	Expect(err).NotTo(HaveOccurred())
+	var d appsv1.Deployment
+	Expect(yaml.UnmarshalStrict(data, &d)).To(Succeed())
+	d.Name, d.Namespace = app.Name, ns
+	d.Spec.Selector.MatchLabels = map[string]string{"app": app.Name}
+	d.Spec.Template.Labels["app"] = app.Name
+	for k, v := range app.PodLabels {
+		d.Spec.Template.Labels[k] = v
+	}
+	if len(app.PodAnnotations) > 0 {
+		d.Spec.Template.Annotations = app.PodAnnotations
+	}
+	return &d
+}
+
+// RolloutRestart does what `kubectl rollout restart deployment/<name>` does.
+func (w *World) RolloutRestart(ctx context.Context, ns, name string) {
+	GinkgoHelper()
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`,
+		time.Now().Format(time.RFC3339Nano))
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	Expect(w.Client.Patch(ctx, d, client.RawPatch(types.StrategicMergePatchType, []byte(patch)))).To(Succeed(),
+		"rollout restart deployment %s/%s", ns, name)
+}
+
+// CurrentPod waits for the pod of the Deployment's newest ReplicaSet (the one a rollout
+// just created) and returns it. Admission, and so injection, has happened by then.
+func (w *World) CurrentPod(ctx context.Context, ns, deployment string) *corev1.Pod {
+	GinkgoHelper()
+	var pod *corev1.Pod
+	Eventually(func(g Gomega) {
+		rs := w.newestReplicaSet(ctx, g, ns, deployment)
+		var pods corev1.PodList
+		g.Expect(w.Client.List(ctx, &pods, client.InNamespace(ns),
+			client.MatchingLabels{"pod-template-hash": rs.Labels["pod-template-hash"]})).To(Succeed())
+		live := pods.Items[:0]
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil {
+				live = append(live, p)
+			}
+		}
+		g.Expect(live).NotTo(BeEmpty(), "no pod of ReplicaSet %s yet; its conditions: %s", rs.Name, conditions(rs))
+		pod = &live[0]
+	}).WithContext(ctx).WithTimeout(w.Timeout).WithPolling(w.Poll).Should(Succeed(),
+		"deployment %s/%s has no pod: admission may have rejected it (kubectl -n %s describe rs)", ns, deployment, ns)
+	return pod
+}
+
+// Pod re-reads a pod by name; it fails the spec if the pod is gone.
+func (w *World) Pod(ctx context.Context, ns, name string) *corev1.Pod {
+	GinkgoHelper()
+	var pod corev1.Pod
+	Expect(w.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &pod)).To(Succeed())
+	return &pod
+}
+
+// newestReplicaSet returns the ReplicaSet of the Deployment's current template. It waits
+// (by failing g) until the deployment controller has observed the latest change, so a
+// rollout restart is never answered with the previous ReplicaSet.
+func (w *World) newestReplicaSet(ctx context.Context, g Gomega, ns, deployment string) *appsv1.ReplicaSet {
+	var d appsv1.Deployment
+	g.Expect(w.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: deployment}, &d)).To(Succeed())
+	g.Expect(d.Status.ObservedGeneration).To(BeNumerically(">=", d.Generation),
+		"deployment %s/%s: the controller has not observed generation %d yet", ns, deployment, d.Generation)
+	var rss appsv1.ReplicaSetList
+	g.Expect(w.Client.List(ctx, &rss, client.InNamespace(ns), client.MatchingLabels(d.Spec.Selector.MatchLabels))).To(Succeed())
+	for i := range rss.Items {
+		rs := &rss.Items[i]
+		if metav1.IsControlledBy(rs, &d) && rs.Annotations[revisionAnnotation] == d.Annotations[revisionAnnotation] {
+			return rs
+		}
+	}
+	g.Expect(nil).NotTo(BeNil(), "deployment %s/%s has no ReplicaSet of revision %s yet", ns, deployment, d.Annotations[revisionAnnotation])
+	return nil
+}
+
+const revisionAnnotation = "deployment.kubernetes.io/revision"
+
+func conditions(rs *appsv1.ReplicaSet) string {
+	if len(rs.Status.Conditions) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, c := range rs.Status.Conditions {
+		parts = append(parts, fmt.Sprintf("%s=%s: %s", c.Type, c.Status, c.Message))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// SetSharedMeshConfig writes the user's mesh overlay of a revision
+// (istio-shared-configmap-<rev>, key "mesh") and restores what was there when the spec
+// ends. It is a mesh-wide change: the spec is skipped unless the target allows those.
+func (w *World) SetSharedMeshConfig(ctx context.Context, revision, mesh string) {
+	GinkgoHelper()
+	if !w.Target.Capabilities().MeshWideChanges {
+		Skip("changes the mesh-wide shared ConfigMap: run with --allow-mesh-wide-changes on this target")
+	}
+	key := client.ObjectKey{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap(revision)}
+	var cm corev1.ConfigMap
+	err := w.Client.Get(ctx, key, &cm)
+	Expect(client.IgnoreNotFound(err)).To(Succeed())
+	if err == nil {
+		original := cm.DeepCopy()
+		DeferCleanup(func(ctx SpecContext) {
+			var now corev1.ConfigMap
+			Expect(w.Client.Get(ctx, key, &now)).To(Succeed())
+			now.Data = original.Data
+			Expect(w.Client.Update(ctx, &now)).To(Succeed(), "restore ConfigMap %s", key)
+		})
+		cm.Data = map[string]string{"mesh": mesh}
+		Expect(w.Client.Update(ctx, &cm)).To(Succeed(), "update ConfigMap %s", key)
+		return
+	}
+	cm = corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}, Data: map[string]string{"mesh": mesh}}
+	Expect(w.Client.Create(ctx, &cm)).To(Succeed(), "create ConfigMap %s", key)
+	DeferCleanup(func(ctx SpecContext) {
+		Expect(client.IgnoreNotFound(w.Client.Delete(ctx, &cm))).To(Succeed(), "delete ConfigMap %s", key)
+	})
+}
+
+// AdmitPod sends the app's pod through admission as a dry run and returns the pod the
+// webhooks produced: what a restart would create now, with nothing created.
+func (w *World) AdmitPod(ctx context.Context, ns string, app App) (*corev1.Pod, error) {
+	d := w.appDeployment(ns, app)
+	pod := &corev1.Pod{ObjectMeta: d.Spec.Template.ObjectMeta, Spec: d.Spec.Template.Spec}
+	pod.Namespace, pod.GenerateName = ns, app.Name+"-dryrun-"
+	err := w.Client.Create(ctx, pod, client.DryRunAll)
+	return pod, err
+}

@@ -1,0 +1,187 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/binaries"
+	"github.com/aks-istio-conformance/conformance/harness/process"
+	"github.com/aks-istio-conformance/conformance/harness/profile"
+)
+
+// istiodPorts are one revision's loopback ports; each revision has its own, ctrlz
+// included (its default, 9876, would clash between revisions).
+type istiodPorts struct {
+	HTTPS      int `json:"https"`      // webhooks (/inject, /validate)
+	HTTP       int `json:"http"`       // /ready and /debug/*
+	GRPC       int `json:"grpc"`       // plaintext xDS
+	SecureGRPC int `json:"secureGrpc"` // mTLS xDS
+	Monitoring int `json:"monitoring"` // metrics and /debug/*
+	Ctrlz      int `json:"ctrlz"`
+}
+
+// istiodRuntime runs each revision's istiod as a loopback process (the emulator's Runtime
+// on the local target). The rendered Deployment stays in the cluster, as on AKS; its pod is
+// a kwok fake, and the process serves its webhooks and xDS.
+type istiodRuntime struct {
+	dir        string
+	kubeconfig string
+	detached   bool
+
+	mu    sync.Mutex
+	ports map[string]istiodPorts
+	procs []*process.Process
+}
+
+func newIstiodRuntime(dir, kubeconfig string, detached bool) *istiodRuntime {
+	return &istiodRuntime{dir: dir, kubeconfig: kubeconfig, detached: detached, ports: map[string]istiodPorts{}}
+}
+
+// Adapt points the revision's webhooks at istiod's loopback HTTPS port: the apiserver
+// cannot reach a Service here. istiod's certificate carries 127.0.0.1 (ISTIOD_CUSTOM_HOST)
+// and istiod patches the caBundle itself.
+func (r *istiodRuntime) Adapt(revision string, objs []*unstructured.Unstructured) error {
+	p, err := freePorts(6)
+	if err != nil {
+		return err
+	}
+	ports := istiodPorts{HTTPS: p[0], HTTP: p[1], GRPC: p[2], SecureGRPC: p[3], Monitoring: p[4], Ctrlz: p[5]}
+	r.mu.Lock()
+	r.ports[revision] = ports
+	r.mu.Unlock()
+	for _, o := range objs {
+		if o.GetKind() != "MutatingWebhookConfiguration" && o.GetKind() != "ValidatingWebhookConfiguration" {
+			continue
+		}
+		hooks, _, _ := unstructured.NestedSlice(o.Object, "webhooks")
+		for _, h := range hooks {
+			hook := h.(map[string]any)
+			path, _, _ := unstructured.NestedString(hook, "clientConfig", "service", "path")
+			if path == "" {
+				continue
+			}
+			_ = unstructured.SetNestedField(hook, fmt.Sprintf("https://127.0.0.1:%d%s", ports.HTTPS, path), "clientConfig", "url")
+			unstructured.RemoveNestedField(hook, "clientConfig", "service")
+		}
+		if err := unstructured.SetNestedSlice(o.Object, hooks, "webhooks"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start runs pilot-discovery with the environment and arguments of the rendered
+// Deployment, plus what running outside the cluster needs.
+func (r *istiodRuntime) Start(ctx context.Context, p profile.Profile, d *appsv1.Deployment) error {
+	bin, err := binaries.Path(p.Istio.Toolchain, "pilot-discovery")
+	if err != nil {
+		return err
+	}
+	rev := p.Revision
+	r.mu.Lock()
+	ports, ok := r.ports[rev]
+	r.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("istiod %s: Start before Adapt", rev)
+	}
+	if len(d.Spec.Template.Spec.Containers) == 0 {
+		return fmt.Errorf("deployment %s has no container", d.Name)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		case e.ValueFrom.FieldRef != nil:
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "metadata.name":
+				env[e.Name] = d.Name + "-local"
+			case "metadata.namespace":
+				env[e.Name] = addon.RootNamespace
+			case "spec.serviceAccountName":
+				env[e.Name] = d.Spec.Template.Spec.ServiceAccountName
+			}
+		}
+		// resourceFieldRef (GOMAXPROCS, GOMEMLIMIT) has no meaning outside a pod.
+	}
+	for k, v := range map[string]string{
+		"KUBECONFIG":                     r.kubeconfig,
+		"ISTIOD_CUSTOM_HOST":             "127.0.0.1,localhost",
+		"INJECTION_WEBHOOK_CONFIG_NAME":  addon.InjectorWebhook(rev),
+		"VALIDATION_WEBHOOK_CONFIG_NAME": addon.ValidatorWebhook(rev),
+		"PILOT_ENABLE_ANALYSIS":          "false",
+	} {
+		env[k] = v
+	}
+	var envList []string
+	for k, v := range env {
+		envList = append(envList, k+"="+v)
+	}
+	// Later flags win: the chart's arguments stay, the addresses move to loopback.
+	args := append(append([]string(nil), c.Args...),
+		"--monitoringAddr=127.0.0.1:"+strconv.Itoa(ports.Monitoring),
+		"--httpAddr=127.0.0.1:"+strconv.Itoa(ports.HTTP),
+		"--grpcAddr=127.0.0.1:"+strconv.Itoa(ports.GRPC),
+		"--secureGRPCAddr=127.0.0.1:"+strconv.Itoa(ports.SecureGRPC),
+		"--httpsAddr=127.0.0.1:"+strconv.Itoa(ports.HTTPS),
+		"--ctrlz_port="+strconv.Itoa(ports.Ctrlz), "--ctrlz_address=127.0.0.1",
+	)
+	if len(args) > 0 && args[0] != "discovery" {
+		args = append([]string{"discovery"}, args...)
+	}
+	// Its own empty working directory: istiod reads ./var/lib/istio/inject and
+	// ./etc/istio/config relative to it and falls back to the ConfigMaps.
+	work := filepath.Join(r.dir, "istiod-"+rev)
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return err
+	}
+	proc, err := process.Start(process.Spec{
+		Name: "istiod-" + rev, Path: bin, Args: args, Env: envList, Dir: work,
+		LogPath: filepath.Join(r.dir, "logs", "istiod-"+rev+".log"), Detached: r.detached,
+	})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.procs = append(r.procs, proc)
+	r.mu.Unlock()
+	return proc.WaitReady(ctx, 60*time.Second, httpCheck(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/ready", ports.HTTP)))
+}
+
+func (r *istiodRuntime) stop() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []string
+	for _, p := range r.procs {
+		if err := p.Stop(10 * time.Second); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	r.procs = nil
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func (r *istiodRuntime) pids() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var pids []int
+	for _, p := range r.procs {
+		pids = append(pids, p.PID())
+	}
+	return pids
+}

@@ -1,0 +1,123 @@
+// Package conformance replays the AKS managed Istio add-on's documented behaviours against
+// a target: one spec file per scenario family, each spec naming the runbook step or
+// troubleshooting row it replays. Run it with `make conformance` (flags below go after
+// -args, or as ASM_* environment variables).
+package conformance
+
+import (
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	"github.com/onsi/ginkgo/v2/types"
+	. "github.com/onsi/gomega"
+
+	"github.com/aks-istio-conformance/conformance/harness/kube"
+	"github.com/aks-istio-conformance/conformance/harness/profile"
+	"github.com/aks-istio-conformance/conformance/harness/report"
+	"github.com/aks-istio-conformance/conformance/harness/scenario"
+	"github.com/aks-istio-conformance/conformance/harness/target"
+	"github.com/aks-istio-conformance/conformance/harness/targets"
+)
+
+var (
+	targetFlag = flag.String("target", envOr("ASM_TARGET", targets.Default()),
+		"where to run: "+strings.Join(targets.Names, ", ")+" (env ASM_TARGET)")
+	revisionsFlag = flag.String("revisions", envOr("ASM_REVISIONS", "asm-1-28"),
+		"comma-separated add-on revisions to run; the first is the one scenarios use (env ASM_REVISIONS)")
+	reportsFlag = flag.String("reports-dir", envOr("ASM_REPORTS_DIR", filepath.Join("..", "..", "reports")),
+		"where each run writes its directory of reports and component logs (env ASM_REPORTS_DIR)")
+	kubeconfigFlag = flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of an existing cluster (aks)")
+	meshWideFlag   = flag.Bool("allow-mesh-wide-changes", os.Getenv("ASM_ALLOW_MESH_WIDE_CHANGES") == "true",
+		"on a real cluster, allow scenarios that change mesh-wide settings (they restore them)")
+	timeoutFlag = flag.Duration("eventually-timeout", 30*time.Second,
+		"how long a convergence check may take; raise it for slow clusters")
+)
+
+// world is shared by every spec of the run; BeforeSuite fills it.
+var world = &scenario.World{}
+
+// run describes the run for the reports, even when bring-up fails.
+var run report.Run
+
+func TestConformance(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "AKS Istio add-on conformance")
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	revisions := strings.Split(*revisionsFlag, ",")
+	run = report.Run{ID: newRunID(), Target: *targetFlag, Revisions: revisions}
+	dir, err := filepath.Abs(filepath.Join(*reportsFlag, time.Now().UTC().Format("20060102-150405")+"-"+run.ID))
+	Expect(err).NotTo(HaveOccurred())
+	runDir = dir
+	for _, rev := range revisions {
+		_, err := profile.Load(rev)
+		Expect(err).NotTo(HaveOccurred(), "flag --revisions (ASM_REVISIONS)")
+	}
+	def, _ := profile.Load(revisions[0])
+
+	t, err := targets.Open(ctx, target.Options{
+		Name: *targetFlag, Revisions: revisions, WorkDir: filepath.Join(dir, *targetFlag),
+		Kubeconfig: *kubeconfigFlag, AllowMeshWideChanges: *meshWideFlag,
+	})
+	if err != nil {
+		run.Error = err.Error()
+	}
+	Expect(err).NotTo(HaveOccurred(), "bring up target %s", *targetFlag)
+	DeferCleanup(func(ctx SpecContext) {
+		Expect(t.Close(ctx)).To(Succeed(), "stop target %s", t.Name())
+	}, NodeTimeout(2*time.Minute))
+	run.Phases, run.Capabilities = t.Phases(), t.Capabilities()
+
+	c, err := kube.NewClient(t.RESTConfig())
+	Expect(err).NotTo(HaveOccurred())
+	*world = scenario.World{Target: t, Client: c, RunID: run.ID, Profile: def, Timeout: *timeoutFlag, Poll: 200 * time.Millisecond}
+	GinkgoWriter.Printf("target %s up; kubeconfig %s\n", t.Name(), t.KubeconfigPath())
+}, NodeTimeout(20*time.Minute))
+
+// runDir is this run's report directory.
+var runDir string
+
+var _ = ReportAfterSuite("reports", func(r Report) {
+	if runDir == "" {
+		return
+	}
+	s := report.Summarize(r, run)
+	Expect(report.Write(runDir, r, s)).To(Succeed())
+	// Straight to stdout: people read this summary whatever Ginkgo's verbosity.
+	report.Console(os.Stdout, s)
+	fmt.Fprintf(os.Stdout, "reports: %s\n", runDir)
+	latest := filepath.Join(filepath.Dir(runDir), "latest")
+	_ = os.Remove(latest)
+	_ = os.Symlink(filepath.Base(runDir), latest)
+})
+
+// record attaches what a spec observed to its report entry (JSON summary, JUnit).
+func record(v any) {
+	AddReportEntry(report.EvidenceEntry, v, types.ReportEntryVisibilityFailureOrVerbose)
+}
+
+// newRunID is a short lowercase id that prefixes every namespace of the run.
+func newRunID() string {
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return "asmc-" + string(b)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
