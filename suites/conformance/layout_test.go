@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/evidence"
 	"github.com/aks-istio-conformance/conformance/harness/runbook"
 )
 
@@ -73,7 +74,7 @@ var _ = Describe("Add-on layout", Label("layout"), func() {
 				problems = append(problems, c.Name+": a `default` tag, which makes istio-injection=enabled inject")
 			}
 			for _, w := range c.Webhooks {
-				if p := defaultInjection(w); p != "" {
+				if p := evidence.InjectsWithoutRevision(w); p != "" {
 					problems = append(problems, c.Name+"/"+w.Name+": "+p)
 				}
 			}
@@ -87,40 +88,6 @@ var _ = Describe("Add-on layout", Label("layout"), func() {
 		Expect(problems).To(BeEmpty(), step.Explain(problems))
 	})
 })
-
-// defaultInjection says why a webhook would inject without istio.io/rev, or "".
-func defaultInjection(w admissionregistrationv1.MutatingWebhook) string {
-	var nsRev, podRev, noLegacy bool
-	if s := w.NamespaceSelector; s != nil {
-		for _, e := range s.MatchExpressions {
-			switch {
-			case e.Key == addon.RevisionLabel && e.Operator == metav1.LabelSelectorOpIn:
-				nsRev = true
-			case e.Key == addon.LegacyInjectionLabel && e.Operator == metav1.LabelSelectorOpDoesNotExist:
-				noLegacy = true
-			case e.Key == addon.LegacyInjectionLabel && e.Operator == metav1.LabelSelectorOpIn:
-				return "selects namespaces labelled istio-injection"
-			}
-		}
-		if s.MatchLabels[addon.LegacyInjectionLabel] != "" {
-			return "selects namespaces labelled istio-injection"
-		}
-	}
-	if s := w.ObjectSelector; s != nil {
-		for _, e := range s.MatchExpressions {
-			if e.Key == addon.RevisionLabel && e.Operator == metav1.LabelSelectorOpIn {
-				podRev = true
-			}
-		}
-	}
-	switch {
-	case !nsRev && !podRev:
-		return "selects neither namespaces nor pods by istio.io/rev"
-	case !noLegacy:
-		return "does not require istio-injection to be absent"
-	}
-	return ""
-}
 
 // list prints a slice of strings in failure messages.
 type list []string
