@@ -9,6 +9,8 @@ import (
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -24,11 +26,14 @@ const RunLabel = "aks-istio-conformance/run"
 // FieldOwner is the server-side-apply manager of everything the harness applies.
 const FieldOwner = "aks-istio-conformance"
 
-// Scheme knows the built-in kinds and CRDs; Istio's kinds are handled as unstructured.
+// Scheme knows the built-in kinds, CRDs and Istio's security and networking kinds (with
+// istio.io/client-go's types).
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(s)
 	_ = apiextensionsv1.AddToScheme(s)
+	_ = securityv1.AddToScheme(s)
+	_ = networkingv1.AddToScheme(s)
 	return s
 }
 

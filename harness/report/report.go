@@ -39,6 +39,33 @@ type Summary struct {
 	Totals   map[string]int     `json:"totals"`
 	Families map[string]float64 `json:"familySeconds"`
 	Specs    []Spec             `json:"specs"`
+	// Propagation summarises the time from applying an object to a proxy receiving config
+	// that reflects it, over every change the run measured.
+	Propagation *Propagation `json:"propagation,omitempty"`
+}
+
+// Propagation is a distribution of propagation times, in seconds.
+type Propagation struct {
+	Samples int     `json:"samples"`
+	Median  float64 `json:"medianSeconds"`
+	P90     float64 `json:"p90Seconds"`
+	Max     float64 `json:"maxSeconds"`
+	// Goal is 2x istiod's default debounce (PILOT_DEBOUNCE_AFTER=100ms), the target the
+	// median is compared with; it is reported, not asserted.
+	Goal float64 `json:"goalSeconds"`
+}
+
+// PropagationEntry is the ReportEntry name under which specs record propagation times
+// (seconds, as a float).
+const PropagationEntry = "propagation"
+
+func summarizePropagation(samples []float64) *Propagation {
+	if len(samples) == 0 {
+		return nil
+	}
+	sort.Float64s(samples)
+	at := func(q float64) float64 { return samples[int(q*float64(len(samples)-1)+0.5)] }
+	return &Propagation{Samples: len(samples), Median: at(0.5), P90: at(0.9), Max: samples[len(samples)-1], Goal: 0.2}
 }
 
 // Spec is one spec's result.
@@ -58,8 +85,13 @@ type Spec struct {
 func Summarize(r types.Report, run Run) Summary {
 	s := Summary{Run: run, Start: r.StartTime, Seconds: r.RunTime.Round(time.Millisecond).Seconds(),
 		Totals: map[string]int{}, Families: map[string]float64{}}
+	var propagation []float64
 	for _, sr := range r.SpecReports {
 		if sr.LeafNodeType != types.NodeTypeIt && !sr.State.Is(types.SpecStateFailureStates) {
+			continue
+		}
+		if sr.State == types.SpecStateSkipped && sr.Failure.Message == "" {
+			s.Totals["not selected"]++ // filtered out by labels or focus: not part of this run
 			continue
 		}
 		spec := Spec{Name: sr.FullText(), Labels: sr.Labels(), State: sr.State.String(),
@@ -78,6 +110,10 @@ func Summarize(r types.Report, run Run) Summary {
 			spec.Failure = sr.Failure.Message // the skip's reason
 		}
 		for _, e := range sr.ReportEntries {
+			if v, ok := e.Value.GetRawValue().(float64); ok && e.Name == PropagationEntry {
+				propagation = append(propagation, v)
+				continue
+			}
 			if e.Name != EvidenceEntry {
 				continue
 			}
@@ -89,6 +125,7 @@ func Summarize(r types.Report, run Run) Summary {
 		s.Families[spec.Family] += spec.Seconds
 		s.Specs = append(s.Specs, spec)
 	}
+	s.Propagation = summarizePropagation(propagation)
 	return s
 }
 
@@ -121,9 +158,6 @@ func Console(w io.Writer, s Summary) {
 		fmt.Fprintf(w, "target could not be brought up: %s\n", s.Run.Error)
 	}
 	for _, sp := range s.Specs {
-		if sp.State == "skipped" && sp.Failure == "" {
-			continue // filtered out by labels or focus: not part of this run
-		}
 		fmt.Fprintf(w, "%-8s %6.1fs  %s\n", strings.ToUpper(sp.State), sp.Seconds, sp.Name)
 		if sp.State == "skipped" && sp.Failure != "" {
 			fmt.Fprintf(w, "         skipped: %s\n", firstLine(sp.Failure))
@@ -155,6 +189,10 @@ func Console(w io.Writer, s Summary) {
 	sort.Strings(fams)
 	for _, f := range fams {
 		fmt.Fprintf(w, "family %q: %.1fs\n", f, s.Families[f])
+	}
+	if p := s.Propagation; p != nil {
+		fmt.Fprintf(w, "propagation (apply -> proxy config): median %.0f ms, p90 %.0f ms, max %.0f ms over %d changes (goal: median <= %.0f ms)\n",
+			p.Median*1000, p.P90*1000, p.Max*1000, p.Samples, p.Goal*1000)
 	}
 	fmt.Fprintf(w, "run time: %.1fs\n", s.Seconds)
 	// The closing line has the plain "N passed, N failed[, N skipped]" form CI reads.

@@ -23,9 +23,11 @@ import (
 
 	"github.com/aks-istio-conformance/conformance/fixtures"
 	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/evidence"
 	"github.com/aks-istio-conformance/conformance/harness/kube"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
 	"github.com/aks-istio-conformance/conformance/harness/target"
+	"github.com/aks-istio-conformance/conformance/harness/xds"
 )
 
 // World is what every spec of a run shares.
@@ -80,13 +82,31 @@ type App struct {
 	Name           string
 	PodLabels      map[string]string
 	PodAnnotations map[string]string
+	// ServiceAccount, when set, is created and used (its name becomes the SPIFFE identity).
+	ServiceAccount string
+	// Ports are container ports, each also exposed by Service <Name> as http-<port>
+	// (Deploy creates the Service when Ports is set).
+	Ports []int32
 }
 
 // Deploy creates the app's Deployment in ns. The namespace's cleanup removes it.
 func (w *World) Deploy(ctx context.Context, ns string, app App) {
 	GinkgoHelper()
+	if app.ServiceAccount != "" {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: app.ServiceAccount}}
+		Expect(w.Client.Create(ctx, sa)).To(Succeed(), "create service account %s/%s", ns, sa.Name)
+	}
 	d := w.appDeployment(ns, app)
 	Expect(w.Client.Create(ctx, d)).To(Succeed(), "create deployment %s/%s", ns, app.Name)
+	if len(app.Ports) == 0 {
+		return
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: app.Name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": app.Name}}}
+	for _, port := range app.Ports {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("http-%d", port), Port: port})
+	}
+	Expect(w.Client.Create(ctx, svc)).To(Succeed(), "create service %s/%s", ns, app.Name)
 }
 
 func (w *World) appDeployment(ns string, app App) *appsv1.Deployment {
@@ -103,6 +123,14 @@ func (w *World) appDeployment(ns string, app App) *appsv1.Deployment {
 	}
 	if len(app.PodAnnotations) > 0 {
 		d.Spec.Template.Annotations = app.PodAnnotations
+	}
+	d.Spec.Template.Spec.ServiceAccountName = app.ServiceAccount
+	if len(app.Ports) > 0 {
+		c := &d.Spec.Template.Spec.Containers[0]
+		c.Ports = nil
+		for _, port := range app.Ports {
+			c.Ports = append(c.Ports, corev1.ContainerPort{Name: fmt.Sprintf("http-%d", port), ContainerPort: port})
+		}
 	}
 	return &d
 }
@@ -138,6 +166,28 @@ func (w *World) CurrentPod(ctx context.Context, ns, deployment string) *corev1.P
 	}).WithContext(ctx).WithTimeout(w.Timeout).WithPolling(w.Poll).Should(Succeed(),
 		"deployment %s/%s has no pod: admission may have rejected it (kubectl -n %s describe rs)", ns, deployment, ns)
 	return pod
+}
+
+// RunningPod is CurrentPod once the pod has an IP (kwok or the kubelet ran it): what a
+// proxy identity needs.
+func (w *World) RunningPod(ctx context.Context, ns, deployment string) *corev1.Pod {
+	GinkgoHelper()
+	pod := w.CurrentPod(ctx, ns, deployment)
+	Eventually(func(g Gomega) {
+		g.Expect(w.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+		g.Expect(pod.Status.PodIP).NotTo(BeEmpty(), "pod %s/%s has no IP yet (phase %s)", ns, pod.Name, pod.Status.Phase)
+	}).WithContext(ctx).WithTimeout(w.Timeout).WithPolling(w.Poll).Should(Succeed())
+	return pod
+}
+
+// Create creates an object (an Istio policy, a DestinationRule, ...) and deletes it when
+// the spec ends.
+func (w *World) Create(ctx context.Context, obj client.Object) {
+	GinkgoHelper()
+	Expect(w.Client.Create(ctx, obj)).To(Succeed(), "create %T %s/%s", obj, obj.GetNamespace(), obj.GetName())
+	DeferCleanup(func(ctx SpecContext) {
+		Expect(client.IgnoreNotFound(w.Client.Delete(ctx, obj))).To(Succeed(), "delete %T %s/%s", obj, obj.GetNamespace(), obj.GetName())
+	})
 }
 
 // Pod re-reads a pod by name; it fails the spec if the pod is gone.
@@ -220,4 +270,29 @@ func (w *World) AdmitPod(ctx context.Context, ns string, app App) (*corev1.Pod, 
 	pod.Namespace, pod.GenerateName = ns, app.Name+"-dryrun-"
 	err := w.Client.Create(ctx, pod, client.DryRunAll)
 	return pod, err
+}
+
+// Proxy connects to the istiod of the revision that injected pod, as the pod's sidecar
+// would, and closes the connection when the spec ends.
+func (w *World) Proxy(ctx context.Context, pod *corev1.Pod, workload string) *xds.Proxy {
+	GinkgoHelper()
+	rev := evidence.InjectionOf(pod).Revision
+	Expect(rev).NotTo(BeEmpty(), "pod %s/%s was not injected: it has no proxy to observe", pod.Namespace, pod.Name)
+	ep, err := w.Target.Istiod(ctx, rev)
+	Expect(err).NotTo(HaveOccurred())
+	id, err := xds.IdentityOf(pod, workload, w.Profile.Istio.Version)
+	Expect(err).NotTo(HaveOccurred())
+	p, err := xds.Connect(ctx, ep.XDS, id, w.Timeout)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(p.Close)
+	return p
+}
+
+// Principal is the SPIFFE identity a pod's sidecar presents.
+func Principal(pod *corev1.Pod) string {
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	return fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/%s", pod.Namespace, sa)
 }

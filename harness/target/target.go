@@ -35,10 +35,21 @@ type Target interface {
 	Capabilities() Capabilities
 	// Addon performs the add-on's operations and says which revisions run.
 	Addon() addon.Operations
+	// Istiod says how to reach a revision's istiod from the harness, for the evidence it
+	// serves (xDS as a given proxy, sync status, merged mesh config).
+	Istiod(ctx context.Context, revision string) (IstiodEndpoints, error)
 	// Phases are the bring-up timings, for the report.
 	Phases() []timing.Phase
 	// Close stops whatever the target started. It is safe to call more than once.
 	Close(ctx context.Context) error
+}
+
+// IstiodEndpoints are addresses the harness can dial.
+type IstiodEndpoints struct {
+	// XDS is host:port of istiod's plaintext xDS server (15010 in a pod).
+	XDS string
+	// Debug is the base URL of istiod's HTTP server with /debug/* (8080 in a pod).
+	Debug string
 }
 
 // Options choose and shape a target.

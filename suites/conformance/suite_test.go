@@ -104,6 +104,11 @@ func record(v any) {
 	AddReportEntry(report.EvidenceEntry, v, types.ReportEntryVisibilityFailureOrVerbose)
 }
 
+// propagation records how long a change took to reach a proxy (report.PropagationEntry).
+func propagation(d time.Duration) {
+	AddReportEntry(report.PropagationEntry, d.Seconds(), types.ReportEntryVisibilityNever)
+}
+
 // newRunID is a short lowercase id that prefixes every namespace of the run.
 func newRunID() string {
 	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"

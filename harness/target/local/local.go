@@ -77,6 +77,21 @@ func (l *Local) RESTConfig() *rest.Config { return rest.CopyConfig(l.cp.restConf
 func (l *Local) KubeconfigPath() string   { return l.cp.kubeconfig }
 func (l *Local) Addon() addon.Operations  { return l.addon }
 func (l *Local) Phases() []timing.Phase   { return l.rec.Phases() }
+
+// Istiod returns the loopback addresses of a revision's istiod process.
+func (l *Local) Istiod(_ context.Context, revision string) (target.IstiodEndpoints, error) {
+	l.istiod.mu.Lock()
+	defer l.istiod.mu.Unlock()
+	ports, ok := l.istiod.ports[revision]
+	if !ok {
+		return target.IstiodEndpoints{}, fmt.Errorf("revision %s is not running on the local target", revision)
+	}
+	return target.IstiodEndpoints{
+		XDS:   fmt.Sprintf("127.0.0.1:%d", ports.GRPC),
+		Debug: fmt.Sprintf("http://127.0.0.1:%d", ports.HTTP),
+	}, nil
+}
+
 func (l *Local) Capabilities() target.Capabilities {
 	// An emulated cluster belongs to the run: mesh-wide changes and add-on operations are
 	// safe. There is no Envoy, so no data plane.
