@@ -3,7 +3,10 @@
 // add-on's layout; on AKS it is the real add-on.
 package addon
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // Add-on layout: the names every target shares.
 const (
@@ -35,11 +38,52 @@ func ValidatorWebhook(revision string) string { return "istio-validator-" + revi
 // Istiod is a revision's control-plane Deployment and Service.
 func Istiod(revision string) string { return "istiod-" + revision }
 
-// Operations are the add-on's operations. Later work adds upgrade start/complete/rollback,
-// ingress and egress gateways and the proxy-redirection mechanism.
+// Gateway namespaces of the add-on.
+const (
+	IngressNamespace = "aks-istio-ingress"
+	EgressNamespace  = "aks-istio-egress"
+)
+
+// IngressType is the kind of managed ingress gateway: external or internal.
+type IngressType string
+
+const (
+	External IngressType = "external"
+	Internal IngressType = "internal"
+)
+
+// IngressGateway is the Service name of a managed ingress gateway, shared by all revisions,
+// and the value of the `istio:` label Gateways select it by.
+func IngressGateway(t IngressType) string { return "aks-istio-ingressgateway-" + string(t) }
+
+// GatewayDeployment is the revision-suffixed Deployment behind a gateway Service.
+func GatewayDeployment(gateway, revision string) string { return gateway + "-" + revision }
+
+// EgressGateway names an egress gateway (`az aks mesh enable-egress-gateway
+// --istio-egressgateway-name --istio-egressgateway-namespace --gateway-configuration-name`).
+type EgressGateway struct {
+	Name string
+	// Namespace defaults to aks-istio-egress.
+	Namespace string
+	// GatewayConfigurationName is the Static Egress Gateway configuration its pods use.
+	GatewayConfigurationName string
+}
+
+// ErrPodSubnetEgress is the add-on's refusal of an egress gateway on a cluster whose pods
+// take IPs from an Azure CNI pod subnet (AKS docs, istio-deploy-egress).
+var ErrPodSubnetEgress = errors.New("because Static Egress Gateway is currently not supported on Azure CNI Pod Subnet clusters, " +
+	"the Istio add-on egress gateway isn't supported on Pod Subnet clusters either")
+
+// Operations are the add-on's operations (`az aks mesh ...`).
 type Operations interface {
 	// Revisions lists the revisions whose control plane is running.
 	Revisions(ctx context.Context) ([]string, error)
 	// Enable installs a revision's control plane (`az aks mesh enable --revision`).
 	Enable(ctx context.Context, revision string) error
+	// EnableIngressGateway creates the managed ingress gateway of a type
+	// (`az aks mesh enable-ingress-gateway --ingress-gateway-type`), for every running
+	// revision. Enabling again keeps the Service's supported customisations.
+	EnableIngressGateway(ctx context.Context, t IngressType) error
+	// EnableEgressGateway creates an egress gateway (`az aks mesh enable-egress-gateway`).
+	EnableEgressGateway(ctx context.Context, gw EgressGateway) error
 }

@@ -98,15 +98,30 @@ func (w *World) Deploy(ctx context.Context, ns string, app App) {
 	}
 	d := w.appDeployment(ns, app)
 	Expect(w.Client.Create(ctx, d)).To(Succeed(), "create deployment %s/%s", ns, app.Name)
-	if len(app.Ports) == 0 {
-		return
+	if len(app.Ports) > 0 {
+		w.Service(ctx, ns, app.Name, app.label(), app.Ports...)
 	}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: app.Name},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": app.Name}}}
-	for _, port := range app.Ports {
+}
+
+// Service creates Service name selecting pods labelled app=<selectorApp>, one http-<port>
+// port per given port.
+func (w *World) Service(ctx context.Context, ns, name, selectorApp string, ports ...int32) {
+	GinkgoHelper()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": selectorApp}}}
+	for _, port := range ports {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("http-%d", port), Port: port})
 	}
-	Expect(w.Client.Create(ctx, svc)).To(Succeed(), "create service %s/%s", ns, app.Name)
+	Expect(w.Client.Create(ctx, svc)).To(Succeed(), "create service %s/%s", ns, name)
+}
+
+// label is the app label of the pods: PodLabels["app"] when a scenario sets it (versions
+// of one app), else the name.
+func (a App) label() string {
+	if l := a.PodLabels["app"]; l != "" {
+		return l
+	}
+	return a.Name
 }
 
 func (w *World) appDeployment(ns string, app App) *appsv1.Deployment {
@@ -116,11 +131,11 @@ func (w *World) appDeployment(ns string, app App) *appsv1.Deployment {
 	var d appsv1.Deployment
 	Expect(yaml.UnmarshalStrict(data, &d)).To(Succeed())
 	d.Name, d.Namespace = app.Name, ns
-	d.Spec.Selector.MatchLabels = map[string]string{"app": app.Name}
-	d.Spec.Template.Labels["app"] = app.Name
 	for k, v := range app.PodLabels {
 		d.Spec.Template.Labels[k] = v
 	}
+	d.Spec.Template.Labels["app"] = app.label()
+	d.Spec.Selector.MatchLabels = map[string]string{"app": app.label(), "version": d.Spec.Template.Labels["version"]}
 	if len(app.PodAnnotations) > 0 {
 		d.Spec.Template.Annotations = app.PodAnnotations
 	}
@@ -278,10 +293,25 @@ func (w *World) Proxy(ctx context.Context, pod *corev1.Pod, workload string) *xd
 	GinkgoHelper()
 	rev := evidence.InjectionOf(pod).Revision
 	Expect(rev).NotTo(BeEmpty(), "pod %s/%s was not injected: it has no proxy to observe", pod.Namespace, pod.Name)
+	return w.connect(ctx, pod, workload, rev, false)
+}
+
+// GatewayProxy connects as the gateway proxy of pod (a router), to the istiod of the
+// revision in the pod's istio.io/rev label.
+func (w *World) GatewayProxy(ctx context.Context, pod *corev1.Pod, workload string) *xds.Proxy {
+	GinkgoHelper()
+	rev := pod.Labels[addon.RevisionLabel]
+	Expect(rev).NotTo(BeEmpty(), "gateway pod %s/%s has no istio.io/rev label", pod.Namespace, pod.Name)
+	return w.connect(ctx, pod, workload, rev, true)
+}
+
+func (w *World) connect(ctx context.Context, pod *corev1.Pod, workload, rev string, router bool) *xds.Proxy {
+	GinkgoHelper()
 	ep, err := w.Target.Istiod(ctx, rev)
 	Expect(err).NotTo(HaveOccurred())
 	id, err := xds.IdentityOf(pod, workload, w.Profile.Istio.Version)
 	Expect(err).NotTo(HaveOccurred())
+	id.Router = router
 	p, err := xds.Connect(ctx, ep.XDS, id, w.Timeout)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(p.Close)

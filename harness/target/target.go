@@ -22,6 +22,9 @@ type Capabilities struct {
 	MeshWideChanges bool `json:"meshWideChanges"`
 	// AddonOperations: the add-on's operations (upgrade, gateways) can be performed.
 	AddonOperations bool `json:"addonOperations"`
+	// EmulatedAddon: the add-on is emulated, so scenarios may declare the cluster's Azure
+	// facts (e.g. its network) that a real cluster has fixed.
+	EmulatedAddon bool `json:"emulatedAddon"`
 }
 
 // Target is a cluster with the add-on (real or emulated) running.

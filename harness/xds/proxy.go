@@ -8,17 +8,18 @@ package xds
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
+	"istio.io/istio/pilot/test/xdstest"
 	"istio.io/istio/pkg/adsc"
 	"istio.io/istio/pkg/config/mesh"
 	"istio.io/istio/pkg/model"
@@ -71,104 +72,105 @@ type Snapshot struct {
 	Received time.Time
 }
 
-// Proxy is a live xDS connection as one identity.
+// Proxy is a live xDS connection as one identity. It uses Istio's delta xDS client
+// (pkg/adsc), which follows listeners to the route configurations they name, as Envoy
+// does; the state-of-the-world client guesses route names from ports, which misses a
+// gateway's (http.8080).
 type Proxy struct {
 	ID     Identity
-	client *adsc.ADSC
+	client *adsc.Client
+	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	latest  map[string]*discovery.DiscoveryResponse
-	at      time.Time
-	changed chan struct{}
+	mu        sync.Mutex
+	listeners map[string]*listener.Listener
+	clusters  map[string]*cluster.Cluster
+	routes    map[string]*route.RouteConfiguration
+	versions  map[string]string
+	at        time.Time
+	changed   chan struct{}
 }
 
-// Connect dials istiod's plaintext xDS address as id and waits for its first listeners
-// and clusters.
+// Connect dials istiod's plaintext xDS address as id and waits until istiod has answered
+// the initial listener and cluster watches.
 func Connect(ctx context.Context, addr string, id Identity, timeout time.Duration) (*Proxy, error) {
-	p := &Proxy{ID: id, latest: map[string]*discovery.DiscoveryResponse{}, changed: make(chan struct{})}
+	p := &Proxy{ID: id, listeners: map[string]*listener.Listener{}, clusters: map[string]*cluster.Cluster{},
+		routes: map[string]*route.RouteConfiguration{}, versions: map[string]string{}, changed: make(chan struct{})}
 	nodeType := model.SidecarProxy
 	if id.Router {
 		nodeType = model.Router
 	}
-	proxyConfig := mesh.DefaultProxyConfig()
 	meta := model.NodeMetadata{
 		Namespace: id.Namespace, ClusterID: "Kubernetes", Labels: id.Labels, WorkloadName: id.Workload,
 		ServiceAccount: id.ServiceAccount, IstioVersion: id.IstioVersion, InstanceIPs: []string{id.IP},
-		ProxyConfig: (*model.NodeMetaProxyConfig)(proxyConfig),
+		// Istio lists a proxy in sync status only when it sent its ProxyConfig.
+		ProxyConfig: (*model.NodeMetaProxyConfig)(mesh.DefaultProxyConfig()),
 	}
-	c, err := adsc.New(addr, &adsc.ADSConfig{
-		Config: adsc.Config{
-			IP: id.IP, Namespace: id.Namespace, Workload: id.Pod, NodeType: nodeType, Meta: meta.ToStruct(),
-		},
-		// Listeners are requested only after endpoints unless asked for up front.
-		InitialDiscoveryRequests: []*discovery.DiscoveryRequest{{TypeUrl: v3.ClusterType}, {TypeUrl: v3.ListenerType}},
-		ResponseHandler:          p,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("dial istiod xDS %s as %s: %w", addr, id.NodeID(), err)
+	p.client = adsc.NewDelta(addr, &adsc.DeltaADSConfig{Config: adsc.Config{
+		IP: id.IP, Namespace: id.Namespace, Workload: id.Pod, NodeType: nodeType, Meta: meta.ToStruct(),
+	}},
+		adsc.Register(func(ctx adsc.HandlerContext, name, version string, l *listener.Listener, ev adsc.Event) {
+			if ev == adsc.EventAdd {
+				ctx.RegisterDependency(v3.RouteType, xdstest.ExtractRoutesFromListeners([]*listener.Listener{l})...)
+			}
+			store(p, p.listeners, v3.ListenerType, name, version, l, ev)
+		}),
+		adsc.Watch[*listener.Listener]("*"),
+		adsc.Register(func(_ adsc.HandlerContext, name, version string, c *cluster.Cluster, ev adsc.Event) {
+			store(p, p.clusters, v3.ClusterType, name, version, c, ev)
+		}),
+		adsc.Watch[*cluster.Cluster]("*"),
+		adsc.Register(func(_ adsc.HandlerContext, name, version string, r *route.RouteConfiguration, ev adsc.Event) {
+			store(p, p.routes, v3.RouteType, name, version, r, ev)
+		}),
+	)
+	runCtx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go p.client.Run(runCtx)
+	select {
+	case <-p.client.Synced():
+		return p, nil
+	case <-time.After(timeout):
+	case <-ctx.Done():
 	}
-	p.client = c
-	if err := c.Run(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("xDS stream to %s as %s: %w", addr, id.NodeID(), err)
-	}
-	if _, err := p.Await(ctx, time.Now(), timeout, func(s Snapshot) error {
-		if len(s.Listeners) == 0 || len(s.Clusters) == 0 {
-			return fmt.Errorf("%d listeners and %d clusters so far", len(s.Listeners), len(s.Clusters))
-		}
-		return nil
-	}); err != nil {
-		p.Close()
-		return nil, fmt.Errorf("istiod %s served no config to %s: %w", addr, id.NodeID(), err)
-	}
-	return p, nil
+	p.Close()
+	return nil, fmt.Errorf("istiod %s served no initial config to %s within %s", addr, id.NodeID(), timeout)
 }
 
-// HandleResponse keeps the latest response of each type (adsc calls it for every response).
-func (p *Proxy) HandleResponse(_ *adsc.ADSC, resp *discovery.DiscoveryResponse) {
+// store records one resource event and wakes whoever awaits a change.
+func store[T any](p *Proxy, m map[string]T, typeURL, name, version string, v T, ev adsc.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.latest[resp.TypeUrl] = resp
+	if ev == adsc.EventDelete {
+		delete(m, name)
+	} else {
+		m[name] = v
+	}
+	p.versions[typeURL] = version
 	p.at = time.Now()
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
 
-// Snapshot decodes the latest responses. Listeners are taken whole from the raw LDS
-// response (adsc's own accessors drop some).
+// Snapshot copies the proxy's current configuration, sorted by name.
 func (p *Proxy) Snapshot() (Snapshot, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Snapshot{Versions: map[string]string{}, Received: p.at}
-	for typeURL, resp := range p.latest {
-		s.Versions[typeURL] = resp.VersionInfo
-		for _, r := range resp.Resources {
-			var err error
-			switch typeURL {
-			case v3.ListenerType:
-				l := &listener.Listener{}
-				err = proto.Unmarshal(r.Value, l)
-				s.Listeners = append(s.Listeners, l)
-			case v3.ClusterType:
-				c := &cluster.Cluster{}
-				err = proto.Unmarshal(r.Value, c)
-				s.Clusters = append(s.Clusters, c)
-			case v3.RouteType:
-				rc := &route.RouteConfiguration{}
-				err = proto.Unmarshal(r.Value, rc)
-				s.Routes = append(s.Routes, rc)
-			}
-			if err != nil {
-				return s, fmt.Errorf("decode %s: %w", typeURL, err)
-			}
-		}
+	s := Snapshot{Versions: maps.Clone(p.versions), Received: p.at}
+	for _, name := range slices.Sorted(maps.Keys(p.listeners)) {
+		s.Listeners = append(s.Listeners, p.listeners[name])
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.clusters)) {
+		s.Clusters = append(s.Clusters, p.clusters[name])
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.routes)) {
+		s.Routes = append(s.Routes, p.routes[name])
 	}
 	return s, nil
 }
 
 // Await waits until check accepts the proxy's configuration, re-checking on every
-// response istiod pushes, and returns the time from since (usually when the change was
-// applied) to the response that satisfied it: the propagation time.
+// resource istiod pushes, and returns the time from since (usually when the change was
+// applied) to the update that satisfied it: the propagation time.
 func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duration, check func(Snapshot) error) (time.Duration, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -198,6 +200,9 @@ func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duratio
 
 // Close ends the connection.
 func (p *Proxy) Close() {
+	if p.cancel != nil {
+		p.cancel()
+	}
 	if p.client != nil {
 		p.client.Close()
 	}

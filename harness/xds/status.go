@@ -8,7 +8,9 @@ import (
 	"net/url"
 	"time"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	pilotxds "istio.io/istio/pilot/pkg/xds"
+	"istio.io/istio/pkg/util/protomarshal"
 )
 
 // Sync states, as `istioctl proxy-status` prints them.
@@ -102,4 +104,18 @@ func getJSON(ctx context.Context, u string, v any) error {
 		return fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// MergedMesh reads the mesh config istiod is running with (/debug/mesh): the merge of
+// Istio's defaults, the shared ConfigMap and the managed istio-<rev> ConfigMap.
+func MergedMesh(ctx context.Context, debugURL string) (*meshconfig.MeshConfig, error) {
+	var raw json.RawMessage
+	if err := getJSON(ctx, debugURL+"/debug/mesh", &raw); err != nil {
+		return nil, err
+	}
+	m := &meshconfig.MeshConfig{}
+	if err := protomarshal.UnmarshalAllowUnknown(raw, m); err != nil {
+		return nil, fmt.Errorf("decode /debug/mesh: %w", err)
+	}
+	return m, nil
 }

@@ -77,7 +77,7 @@ func (e *Emulator) Enable(ctx context.Context, revision string) error {
 	}
 	var objs []*unstructured.Unstructured
 	if err := e.rec.Time("render "+revision, func() error {
-		objs, err = render(p)
+		objs, err = render(p, renderFlags(p))
 		return err
 	}); err != nil {
 		return err

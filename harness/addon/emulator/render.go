@@ -22,35 +22,49 @@ import (
 // proxy image, sidecar shape and proxy-redirection mechanism.
 func renderFlags(p profile.Profile) []string {
 	cni := p.ProxyRedirection == profile.CNIChaining
-	flags := []string{
+	flags := append(commonFlags(p),
 		"profile=minimal",
-		"revision=" + p.Revision,
-		"values.global.istioNamespace=" + addon.RootNamespace,
-		"hub=" + p.ProxyImage.Hub,
-		"tag=" + p.ProxyImage.Tag,
-		"values.global.variant=" + p.ProxyImage.Variant,
-		"values.pilot.env.SHARED_MESH_CONFIG=" + addon.SharedMeshConfigMap(p.Revision),
+		"values.pilot.env.SHARED_MESH_CONFIG="+addon.SharedMeshConfigMap(p.Revision),
 		// Istio's "auto" reads kubelet versions, which fake nodes do not report usefully:
 		// the profile decides.
-		"values.pilot.env.ENABLE_NATIVE_SIDECARS=" + strconv.FormatBool(p.NativeSidecars),
-		"values.pilot.cni.enabled=" + strconv.FormatBool(cni),
-		"components.cni.enabled=" + strconv.FormatBool(cni),
-	}
+		"values.pilot.env.ENABLE_NATIVE_SIDECARS="+strconv.FormatBool(p.NativeSidecars),
+		"values.pilot.cni.enabled="+strconv.FormatBool(cni),
+		"components.cni.enabled="+strconv.FormatBool(cni),
+	)
 	if cni {
 		flags = append(flags, "components.cni.namespace="+addon.RootNamespace)
 	}
 	return flags
 }
 
+// commonFlags place any component of a revision in the add-on's layout.
+func commonFlags(p profile.Profile) []string {
+	return []string{
+		"revision=" + p.Revision,
+		"values.global.istioNamespace=" + addon.RootNamespace,
+		"hub=" + p.ProxyImage.Hub,
+		"tag=" + p.ProxyImage.Tag,
+		"values.global.variant=" + p.ProxyImage.Variant,
+	}
+}
+
+// gatewayFlags render one gateway component of a revision (ingressGateways or
+// egressGateways) and nothing else.
+func gatewayFlags(p profile.Profile, component, name, namespace string) []string {
+	prefix := "components." + component + "[0]."
+	return append(commonFlags(p), "profile=empty",
+		prefix+"name="+name, prefix+"enabled=true", prefix+"namespace="+namespace, prefix+"label.istio="+name)
+}
+
 // render runs the istio-render binary built from the profile's own Istio module, so the
 // charts are exactly those of the emulated version.
-func render(p profile.Profile) ([]*unstructured.Unstructured, error) {
+func render(p profile.Profile, flags []string) ([]*unstructured.Unstructured, error) {
 	bin, err := binaries.Path(p.Istio.Toolchain, "istio-render")
 	if err != nil {
 		return nil, err
 	}
 	var args []string
-	for _, f := range renderFlags(p) {
+	for _, f := range flags {
 		args = append(args, "--set", f)
 	}
 	var stdout, stderr bytes.Buffer

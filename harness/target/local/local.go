@@ -95,7 +95,7 @@ func (l *Local) Istiod(_ context.Context, revision string) (target.IstiodEndpoin
 func (l *Local) Capabilities() target.Capabilities {
 	// An emulated cluster belongs to the run: mesh-wide changes and add-on operations are
 	// safe. There is no Envoy, so no data plane.
-	return target.Capabilities{DataPlane: false, MeshWideChanges: true, AddonOperations: true}
+	return target.Capabilities{DataPlane: false, MeshWideChanges: true, AddonOperations: true, EmulatedAddon: true}
 }
 
 // Close stops istiod, then the control plane in reverse order. A detached target is left

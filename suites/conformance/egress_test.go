@@ -1,0 +1,227 @@
+package conformance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	meshconfig "istio.io/api/mesh/v1alpha1"
+	networkingapi "istio.io/api/networking/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/addon/emulator"
+	"github.com/aks-istio-conformance/conformance/harness/runbook"
+	"github.com/aks-istio-conformance/conformance/harness/verdict"
+	"github.com/aks-istio-conformance/conformance/harness/xds"
+)
+
+// Seed: "Running the Managed Istio Add-on on AKS", section 4 (egress), lab step 4 and
+// troubleshooting rows 8, 9 and 12. Verdicts come from the client sidecar's served
+// listeners and clusters; nothing is sent to the external hosts named here.
+
+const (
+	declaredHost   = "api.contoso.example"
+	undeclaredHost = "unknown.contoso.example"
+	registryOnly   = "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n"
+	confirmEgress  = "istioctl proxy-config cluster -n %s %s --fqdn BlackHoleCluster; istioctl proxy-config listener -n %[1]s %[2]s --port 15001 -o json"
+)
+
+// egress waits until the client's served config gives want for a call to host:port.
+func egress(ctx context.Context, c workload, host string, port int, tls bool, want string, since time.Time, step runbook.Step) verdict.Egress {
+	GinkgoHelper()
+	var got verdict.Egress
+	took, err := c.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
+		got = verdict.Outbound(s, host, port, tls)
+		if got.Outcome() != want {
+			return fmt.Errorf("%s", got)
+		}
+		return nil
+	})
+	Expect(err).NotTo(HaveOccurred(), step.Explain(got, c.ns, c.pod.Name))
+	propagation(took)
+	record(got)
+	return got
+}
+
+func serviceEntry(ns, name, host string, exportTo ...string) *networkingv1.ServiceEntry {
+	se := &networkingv1.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	se.Spec.Hosts = []string{host}
+	se.Spec.Location = networkingapi.ServiceEntry_MESH_EXTERNAL
+	se.Spec.Resolution = networkingapi.ServiceEntry_DNS
+	se.Spec.Ports = []*networkingapi.ServicePort{{Number: 443, Name: "tls", Protocol: "TLS"}}
+	se.Spec.ExportTo = exportTo
+	return se
+}
+
+var _ = Describe("Egress: outbound traffic policy", Label("egress"), func() {
+	var client workload
+	BeforeEach(func(ctx SpecContext) {
+		client = deployWorkload(ctx, meshNamespace(ctx, "egress"), "client")
+	})
+
+	It("ALLOW_ANY (the default) lets an undeclared external host through", func(ctx SpecContext) {
+		step := runbook.Step{Ref: "seed §4: the add-on's default outboundTrafficPolicy is ALLOW_ANY", Confirm: confirmEgress,
+			Expected: "TLS and plain HTTP to an undeclared host reach PassthroughCluster / allow_any",
+			Fix:      "check outboundTrafficPolicy in istio-shared-configmap-<rev>"}
+		egress(ctx, client, undeclaredHost, 443, true, verdict.Passthrough, time.Now(), step)
+		egress(ctx, client, undeclaredHost, 80, false, verdict.Passthrough, time.Now(), step)
+	})
+
+	It("REGISTRY_ONLY in istio-shared-configmap-<rev> blocks an undeclared host", Label("mesh-config"), func(ctx SpecContext) {
+		applied := time.Now()
+		world.SetSharedMeshConfig(ctx, world.Revision(), registryOnly)
+		step := runbook.Step{Ref: "seed §4 / lab step 4: REGISTRY_ONLY through the shared ConfigMap", Confirm: confirmEgress,
+			Expected: "TLS to an undeclared host hits BlackHoleCluster, plain HTTP the block_all virtual host (502)",
+			Fix:      "set outboundTrafficPolicy.mode REGISTRY_ONLY under key `mesh` of istio-shared-configmap-<running rev>"}
+		egress(ctx, client, undeclaredHost, 443, true, verdict.Blocked, applied, step)
+		egress(ctx, client, undeclaredHost, 80, false, verdict.Blocked, applied, step)
+	})
+
+	It("a ServiceEntry re-allows exactly its host under REGISTRY_ONLY (row 8)", Label("mesh-config"), func(ctx SpecContext) {
+		world.SetSharedMeshConfig(ctx, world.Revision(), registryOnly)
+		applied := time.Now()
+		world.Create(ctx, serviceEntry(client.ns, "contoso-api", declaredHost))
+		step := runbook.Step{Ref: "troubleshooting row 8: 502 to an external host under REGISTRY_ONLY", Confirm: confirmEgress,
+			Expected: declaredHost + " reaches its own cluster; " + undeclaredHost + " stays blocked",
+			Fix:      "declare each external host with a ServiceEntry (hosts, ports, resolution DNS, location MESH_EXTERNAL)"}
+		egress(ctx, client, declaredHost, 443, true, verdict.Declared, applied, step)
+		egress(ctx, client, undeclaredHost, 443, true, verdict.Blocked, applied, step)
+	})
+
+	It(`exportTo "." keeps a ServiceEntry in its own namespace`, Label("mesh-config"), func(ctx SpecContext) {
+		world.SetSharedMeshConfig(ctx, world.Revision(), registryOnly)
+		neighbour := deployWorkload(ctx, meshNamespace(ctx, "egress-neighbour"), "client")
+		applied := time.Now()
+		world.Create(ctx, serviceEntry(client.ns, "contoso-api-local", declaredHost, "."))
+		step := runbook.Step{Ref: "seed §4: ServiceEntry exportTo", Confirm: confirmEgress,
+			Expected: "the owning namespace reaches " + declaredHost + "; another namespace is still blocked",
+			Fix:      "exportTo \".\" limits visibility; use \"*\" or list the namespaces that need the host"}
+		egress(ctx, client, declaredHost, 443, true, verdict.Declared, applied, step)
+		egress(ctx, neighbour, declaredHost, 443, true, verdict.Blocked, applied, step)
+	})
+
+	It("REGISTRY_ONLY in a ConfigMap named for another revision changes nothing (row 9)", Label("mesh-config"), func(ctx SpecContext) {
+		requireMeshWideChanges()
+		wrong := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap("asm-1-99")},
+			Data: map[string]string{"mesh": registryOnly}}
+		world.Create(ctx, wrong)
+		barrier(ctx, client, "", nil)
+		step := runbook.Step{Ref: "troubleshooting row 9: the shared ConfigMap's name must match the running revision",
+			Confirm:  "kubectl get cm -n aks-istio-system | grep istio-shared-configmap; az aks mesh get-revisions",
+			Expected: "the undeclared host still passes through: no istiod reads " + wrong.Name,
+			Fix:      "rename the ConfigMap to istio-shared-configmap-<running revision>"}
+		egress(ctx, client, undeclaredHost, 443, true, verdict.Passthrough, time.Now(), step)
+		mesh := mergedMesh(ctx)
+		Expect(mesh.GetOutboundTrafficPolicy().GetMode().String()).To(Equal("ALLOW_ANY"), step.Explain(list{mesh.GetOutboundTrafficPolicy().String()}))
+	})
+})
+
+var _ = Describe("Egress: mesh config merge", Label("egress", "mesh-config"), func() {
+	It("the managed istio-<rev> wins over the shared ConfigMap on conflicting fields", func(ctx SpecContext) {
+		managed := managedMesh(ctx)
+		Expect(managed).To(ContainSubstring("trustDomain"), "the managed ConfigMap should set trustDomain")
+		world.SetSharedMeshConfig(ctx, world.Revision(), "trustDomain: shared.example\naccessLogEncoding: JSON\n")
+		step := runbook.Step{Ref: "DESIGN §4: defaults < shared ConfigMap < istio-<rev>",
+			Confirm:  "kubectl get cm -n aks-istio-system istio-" + world.Revision() + " " + addon.SharedMeshConfigMap(world.Revision()) + " -o yaml",
+			Expected: "the merged mesh keeps the managed trustDomain cluster.local while taking the shared accessLogEncoding JSON",
+			Fix:      "do not set fields the add-on manages; they are overridden"}
+		Eventually(func(g Gomega) {
+			mesh := mergedMesh(ctx)
+			g.Expect(mesh.GetAccessLogEncoding().String()).To(Equal("JSON"), step.Explain(list{"accessLogEncoding " + mesh.GetAccessLogEncoding().String()}))
+			g.Expect(mesh.GetTrustDomain()).To(Equal("cluster.local"), step.Explain(list{"trustDomain " + mesh.GetTrustDomain()}))
+			record(map[string]string{"trustDomain": mesh.GetTrustDomain(), "accessLogEncoding": mesh.GetAccessLogEncoding().String()})
+		}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
+	})
+
+	It("accessLogFile from the shared ConfigMap reaches the merged mesh config", func(ctx SpecContext) {
+		world.SetSharedMeshConfig(ctx, world.Revision(), "accessLogFile: /dev/stdout\n")
+		step := runbook.Step{Ref: "seed §8 / AKS istio-meshconfig: accessLogFile is a supported field",
+			Confirm:  "kubectl get cm -n aks-istio-system " + addon.SharedMeshConfigMap(world.Revision()) + " -o yaml",
+			Expected: "istiod's merged mesh config has accessLogFile /dev/stdout",
+			Fix:      "put the field under key `mesh` of istio-shared-configmap-<running rev>"}
+		Eventually(func(g Gomega) {
+			mesh := mergedMesh(ctx)
+			g.Expect(mesh.GetAccessLogFile()).To(Equal("/dev/stdout"), step.Explain(list{"accessLogFile " + mesh.GetAccessLogFile()}))
+		}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
+	})
+})
+
+var _ = Describe("Egress: gateway", Label("egress", "egress-gateway"), func() {
+	It("enable-egress-gateway creates Service <name> (ClusterIP) and Deployment <name>-<rev> in aks-istio-egress", func(ctx SpecContext) {
+		requireAddonOperations()
+		name := world.RunID + "-egress"
+		Expect(world.Target.Addon().EnableEgressGateway(ctx, addon.EgressGateway{Name: name, GatewayConfigurationName: "conformance-sgc"})).To(Succeed())
+		DeferCleanup(deleteGateway, addon.EgressNamespace, name)
+		step := runbook.Step{Ref: "seed §4 / AKS istio-deploy-egress", Confirm: "kubectl get svc,deploy -n aks-istio-egress",
+			Expected: "Service " + name + " of type ClusterIP and Deployment " + addon.GatewayDeployment(name, world.Revision()),
+			Fix:      "az aks mesh enable-egress-gateway --istio-egressgateway-name " + name + " --gateway-configuration-name <static egress gateway config>"}
+		var svc corev1.Service
+		Expect(world.Client.Get(ctx, client.ObjectKey{Namespace: addon.EgressNamespace, Name: name}, &svc)).To(Succeed(), step.Explain(list{"no Service"}))
+		Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP), step.Explain(list{"type " + string(svc.Spec.Type)}))
+		var d appsv1.Deployment
+		Expect(world.Client.Get(ctx, client.ObjectKey{Namespace: addon.EgressNamespace, Name: addon.GatewayDeployment(name, world.Revision())}, &d)).
+			To(Succeed(), step.Explain(list{"no revision-suffixed Deployment"}))
+		record(map[string]string{"service": svc.Name, "type": string(svc.Spec.Type), "deployment": d.Name})
+	})
+
+	It("is refused on a cluster with Azure CNI Pod Subnet networking (row 12)", func(ctx SpecContext) {
+		requireEmulatedAddon()
+		world.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: emulator.ClusterProfileConfigMap},
+			Data: map[string]string{emulator.PodSubnetKey: "true"}})
+		name := world.RunID + "-podsubnet"
+		err := world.Target.Addon().EnableEgressGateway(ctx, addon.EgressGateway{Name: name, GatewayConfigurationName: "conformance-sgc"})
+		step := runbook.Step{Ref: "troubleshooting row 12: egress gateway on an Azure CNI Pod Subnet cluster",
+			Expected: "the operation fails with the add-on's error and creates nothing", Confirm: "kubectl get svc -n aks-istio-egress",
+			Fix: "use Azure CNI Overlay (or kubenet) networking for clusters that need an egress gateway"}
+		Expect(errors.Is(err, addon.ErrPodSubnetEgress)).To(BeTrue(), step.Explain(list{fmt.Sprint(err)}))
+		var svc corev1.Service
+		Expect(world.Client.Get(ctx, client.ObjectKey{Namespace: addon.EgressNamespace, Name: name}, &svc)).
+			To(MatchError(ContainSubstring("not found")), step.Explain(list{"Service " + name + " exists"}))
+		record(map[string]string{"error": err.Error()})
+	})
+})
+
+var _ = Describe("Egress: traffic", Label("egress", "dataplane"), func() {
+	BeforeEach(requireDataPlane)
+	It("answers 502 for a blocked host and 200 after its ServiceEntry, probed from an app container", func() {
+		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
+	})
+})
+
+// mergedMesh reads the default revision's merged mesh config from istiod.
+func mergedMesh(ctx context.Context) *meshconfig.MeshConfig {
+	GinkgoHelper()
+	ep, err := world.Target.Istiod(ctx, world.Revision())
+	Expect(err).NotTo(HaveOccurred())
+	mesh, err := xds.MergedMesh(ctx, ep.Debug)
+	Expect(err).NotTo(HaveOccurred())
+	return mesh
+}
+
+// managedMesh is the `mesh` key of the managed istio-<rev> ConfigMap.
+func managedMesh(ctx context.Context) string {
+	GinkgoHelper()
+	var cm corev1.ConfigMap
+	Expect(world.Client.Get(ctx, client.ObjectKey{Namespace: addon.RootNamespace, Name: addon.ManagedMeshConfigMap(world.Revision())}, &cm)).To(Succeed())
+	return cm.Data["mesh"]
+}
+
+// deleteGateway removes a gateway's Service and its per-revision Deployments.
+func deleteGateway(ctx SpecContext, namespace, name string) {
+	Expect(client.IgnoreNotFound(world.Client.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}))).To(Succeed())
+	revisions, err := world.Target.Addon().Revisions(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	for _, rev := range revisions {
+		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: addon.GatewayDeployment(name, rev)}}
+		Expect(client.IgnoreNotFound(world.Client.Delete(ctx, d))).To(Succeed())
+	}
+}
