@@ -333,22 +333,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 			Expected: "the server's proxy received the policy and every type it was sent is acknowledged (SYNCED)",
 			Fix:      "a STALE proxy has not acknowledged: check istiod's log for rejected config (NACK)"}
 		authorize(ctx, server, get(stranger, "/"), verdict.MTLS, false, applied, step)
-		ep, err := world.Target.Istiod(ctx, world.Revision())
-		Expect(err).NotTo(HaveOccurred())
-		var mine xds.ProxyStatus
-		Eventually(func(g Gomega) {
-			statuses, err := xds.SyncStatus(ctx, ep.Debug, server.ns)
-			g.Expect(err).NotTo(HaveOccurred())
-			found := false
-			for _, s := range statuses {
-				if s.Proxy == server.pod.Name+"."+server.ns {
-					mine, found = s, true
-				}
-			}
-			g.Expect(found).To(BeTrue(), "proxy %s.%s is not in istiod's sync status", server.pod.Name, server.ns)
-			g.Expect(mine.Synced()).To(BeTrue(), step.Explain(list{fmt.Sprint(mine.Types)}))
-		}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
-		record(mine)
+		expectSynced(ctx, server, step)
 	})
 })
 
