@@ -86,4 +86,19 @@ type Operations interface {
 	EnableIngressGateway(ctx context.Context, t IngressType) error
 	// EnableEgressGateway creates an egress gateway (`az aks mesh enable-egress-gateway`).
 	EnableEgressGateway(ctx context.Context, gw EgressGateway) error
+	// UpgradeStart starts a canary minor upgrade (`az aks mesh upgrade start --revision`).
+	UpgradeStart(ctx context.Context, revision string) error
+	// UpgradeComplete removes the old revision (`az aks mesh upgrade complete`).
+	UpgradeComplete(ctx context.Context) error
+	// UpgradeRollback removes the canary (`az aks mesh upgrade rollback`).
+	UpgradeRollback(ctx context.Context) error
+	// SetProxyRedirection chooses InitContainers or CNIChaining
+	// (`az aks mesh proxy-redirection-mechanism --mechanism`).
+	SetProxyRedirection(ctx context.Context, mechanism string) error
+}
+
+// PatchUpgrader is implemented where the suite can trigger a patch upgrade of a revision's
+// proxy; on AKS the add-on patches on its own schedule.
+type PatchUpgrader interface {
+	PatchUpgrade(ctx context.Context, revision, proxyTag string) error
 }

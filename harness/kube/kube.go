@@ -56,6 +56,27 @@ func Apply(ctx context.Context, c client.Client, objs []*unstructured.Unstructur
 	return nil
 }
 
+// ApplyTyped server-side-applies typed objects (their kind is looked up in Scheme).
+func ApplyTyped(ctx context.Context, c client.Client, objs []client.Object) error {
+	var us []*unstructured.Unstructured
+	for _, o := range objs {
+		gvks, _, err := c.Scheme().ObjectKinds(o)
+		if err != nil {
+			return err
+		}
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			return err
+		}
+		u := &unstructured.Unstructured{Object: m}
+		u.SetGroupVersionKind(gvks[0])
+		unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+		unstructured.RemoveNestedField(u.Object, "status")
+		us = append(us, u)
+	}
+	return Apply(ctx, c, us)
+}
+
 // WaitEstablished waits until the named CRDs are established, so their kinds can be used.
 func WaitEstablished(ctx context.Context, c client.Client, names []string, timeout time.Duration) error {
 	for _, name := range names {

@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -106,6 +107,41 @@ func Generate(dir string) (Files, error) {
 		}
 	}
 	return f, nil
+}
+
+// Issue signs a serving certificate for the given names with the CA in f, for a loopback
+// server of the harness (the MeshConfig webhook), and writes it as <dir>/<name>.crt/.key.
+func Issue(f Files, dir, name string, dns []string, ips []net.IP) (certPath, keyPath string, err error) {
+	caPair, err := tls.LoadX509KeyPair(f.CACert, f.CAKey)
+	if err != nil {
+		return "", "", err
+	}
+	ca, err := x509.ParseCertificate(caPair.Certificate[0])
+	if err != nil {
+		return "", "", err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return "", "", err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames: dns, IPAddresses: ips}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caPair.PrivateKey)
+	if err != nil {
+		return "", "", err
+	}
+	certPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := writePEM(certPath, "CERTIFICATE", der); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, writeKey(keyPath, key)
 }
 
 func serviceAccountKeys(pubPath, keyPath string) error {

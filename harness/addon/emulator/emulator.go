@@ -6,7 +6,9 @@ package emulator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/addon/guard"
 	"github.com/aks-istio-conformance/conformance/harness/kube"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
 	"github.com/aks-istio-conformance/conformance/harness/timing"
@@ -37,7 +40,16 @@ type Runtime interface {
 	// Start runs istiod from its rendered Deployment, once its ConfigMaps exist, and
 	// returns when it is serving.
 	Start(ctx context.Context, p profile.Profile, istiod *appsv1.Deployment) error
+	// Stop ends a revision's istiod (upgrade complete or rollback).
+	Stop(ctx context.Context, revision string) error
+	// ServeValidation serves an admission webhook where the API server can call it and
+	// returns its URL and CA bundle, or ErrNoWebhookHost where nothing can serve it.
+	ServeValidation(path string, h http.Handler) (url string, caBundle []byte, err error)
 }
+
+// ErrNoWebhookHost says a runtime cannot serve the harness's own webhooks (a detached
+// local target outlives the harness process that would serve them).
+var ErrNoWebhookHost = errors.New("no host for the harness's admission webhooks")
 
 // Emulator is the add-on's operations on an emulating cluster.
 type Emulator struct {
@@ -47,13 +59,18 @@ type Emulator struct {
 
 	mu      sync.Mutex
 	enabled map[string]profile.Profile
+	// rendered holds each revision's applied objects (CRDs aside), to remove them later.
+	rendered map[string][]*unstructured.Unstructured
+	// gateways are the gateways enabled so far, re-rendered for a canary revision.
+	gateways map[string]gateway
 }
 
 var _ addon.Operations = (*Emulator)(nil)
 
 // New returns an emulator that applies objects through c and runs istiod through rt.
 func New(c client.Client, rt Runtime, rec *timing.Recorder) *Emulator {
-	return &Emulator{client: c, runtime: rt, rec: rec, enabled: map[string]profile.Profile{}}
+	return &Emulator{client: c, runtime: rt, rec: rec, enabled: map[string]profile.Profile{},
+		rendered: map[string][]*unstructured.Unstructured{}, gateways: map[string]gateway{}}
 }
 
 // Revisions lists the revisions this emulator enabled and whose istiod is serving.
@@ -75,16 +92,81 @@ func (e *Emulator) Enable(ctx context.Context, revision string) error {
 	if err != nil {
 		return err
 	}
+	return e.enable(ctx, p)
+}
+
+func (e *Emulator) enable(ctx context.Context, p profile.Profile) error {
+	revision := p.Revision
+	rest, err := e.applyRevision(ctx, p)
+	if err != nil {
+		return err
+	}
+	istiod, err := istiodDeployment(p, rest)
+	if err != nil {
+		return err
+	}
+	if err := e.rec.Time("istiod "+revision+" ready", func() error { return e.runtime.Start(ctx, p, istiod) }); err != nil {
+		return err
+	}
+	if err := e.rec.Time("istiod "+revision+" webhooks patched", func() error { return e.waitWebhooksServed(ctx, revision) }); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	first := len(e.enabled) == 0
+	e.enabled[revision] = p
+	e.mu.Unlock()
+	if first {
+		if err := e.rec.Time("add-on guardrails", func() error { return e.installGuardrails(ctx, p) }); err != nil {
+			return err
+		}
+	}
+	return e.updateDefaultValidator(ctx)
+}
+
+// installGuardrails installs the add-on's admission guardrails: the profile's blocked
+// kinds and Wasm EnvoyFilters (policies the API server evaluates) and the MeshConfig
+// allow-list of the shared ConfigMaps (a webhook the runtime serves).
+func (e *Emulator) installGuardrails(ctx context.Context, p profile.Profile) error {
+	policies, bindings, err := guard.Policies(p.BlockedKinds)
+	if err != nil {
+		return fmt.Errorf("fixtures/profiles/%s.yaml: %w", p.Revision, err)
+	}
+	var objs []client.Object
+	for _, o := range policies {
+		objs = append(objs, o)
+	}
+	for _, o := range bindings {
+		objs = append(objs, o)
+	}
+	url, ca, err := e.runtime.ServeValidation("/validate-meshconfig", guard.MeshConfigWebhook{})
+	switch {
+	case errors.Is(err, ErrNoWebhookHost):
+		e.rec.Add("meshconfig webhook skipped: "+err.Error(), 0)
+	case err != nil:
+		return err
+	default:
+		objs = append(objs, guard.MeshConfigWebhookConfiguration(addon.RootNamespace, url, ca))
+	}
+	return kube.ApplyTyped(ctx, e.client, objs)
+}
+
+// applyRevision renders a revision's control plane from its profile and applies it, CRDs
+// first, removing what an earlier render of the revision had and this one has not (the CNI
+// DaemonSet when the mechanism goes back to InitContainers). It returns the non-CRD
+// objects.
+func (e *Emulator) applyRevision(ctx context.Context, p profile.Profile) ([]*unstructured.Unstructured, error) {
+	revision := p.Revision
 	var objs []*unstructured.Unstructured
+	var err error
 	if err := e.rec.Time("render "+revision, func() error {
 		objs, err = render(p, renderFlags(p))
 		return err
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	objs = toAddonLayout(p, objs)
 	if err := e.runtime.Adapt(revision, objs); err != nil {
-		return err
+		return nil, err
 	}
 	crds, rest := splitCRDs(objs)
 	if err := e.rec.Time("apply "+revision, func() error {
@@ -104,27 +186,22 @@ func (e *Emulator) Enable(ctx context.Context, revision string) error {
 		}
 		return kube.Apply(ctx, e.client, rest)
 	}); err != nil {
-		return err
-	}
-	istiod, err := istiodDeployment(p, rest)
-	if err != nil {
-		return err
-	}
-	if err := e.rec.Time("istiod "+revision+" ready", func() error { return e.runtime.Start(ctx, p, istiod) }); err != nil {
-		return err
-	}
-	if err := e.rec.Time("istiod "+revision+" webhooks patched", func() error { return e.waitWebhooksServed(ctx, revision) }); err != nil {
-		return err
+		return nil, err
 	}
 	e.mu.Lock()
-	e.enabled[revision] = p
+	previous := e.rendered[revision]
+	e.rendered[revision] = rest
 	e.mu.Unlock()
-	return nil
+	return rest, deleteObjects(ctx, e.client, missingFrom(previous, rest))
 }
+
+// CNIDaemonSet is the add-on's name for Istio's CNI node agent (AKS docs, istio-cni).
+const CNIDaemonSet = "azure-service-mesh-istio-cni-addon-node"
 
 // toAddonLayout renames what the charts name differently from the add-on. Outside
 // istio-system the charts append the namespace to webhook names; the add-on's are
-// istio-sidecar-injector-<rev> and istio-validator-<rev>.
+// istio-sidecar-injector-<rev> and istio-validator-<rev>. The CNI DaemonSet has the
+// add-on's name.
 func toAddonLayout(p profile.Profile, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
 	suffix := "-" + addon.RootNamespace
 	for _, o := range objs {
@@ -132,6 +209,10 @@ func toAddonLayout(p profile.Profile, objs []*unstructured.Unstructured) []*unst
 		case "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration":
 			if strings.HasSuffix(o.GetName(), suffix) {
 				o.SetName(strings.TrimSuffix(o.GetName(), suffix))
+			}
+		case "DaemonSet":
+			if o.GetName() == "istio-cni-node" {
+				o.SetName(CNIDaemonSet)
 			}
 		}
 	}

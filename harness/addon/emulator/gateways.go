@@ -86,6 +86,28 @@ func (e *Emulator) podSubnetNetwork(ctx context.Context) (bool, error) {
 	return cm.Data[PodSubnetKey] == "true", err
 }
 
+// gateway is an enabled gateway, remembered so a canary revision gets its Deployment too.
+type gateway struct {
+	component, name, namespace string
+	customize                  func(*unstructured.Unstructured)
+}
+
+// reapplyGateways renders every enabled gateway for every running revision.
+func (e *Emulator) reapplyGateways(ctx context.Context) error {
+	e.mu.Lock()
+	gateways := make([]gateway, 0, len(e.gateways))
+	for _, g := range e.gateways {
+		gateways = append(gateways, g)
+	}
+	e.mu.Unlock()
+	for _, g := range gateways {
+		if err := e.enableGateway(ctx, g.component, g.name, g.namespace, g.customize); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // enableGateway renders one gateway per enabled revision and applies it. customize may
 // adjust any rendered object. Server-side apply keeps fields other managers own, so a
 // user's annotations and externalTrafficPolicy survive enabling again.
@@ -95,6 +117,7 @@ func (e *Emulator) enableGateway(ctx context.Context, component, name, namespace
 	for _, p := range e.enabled {
 		profiles = append(profiles, p)
 	}
+	e.gateways[namespace+"/"+name] = gateway{component: component, name: name, namespace: namespace, customize: customize}
 	e.mu.Unlock()
 	if len(profiles) == 0 {
 		return errors.New("no revision is enabled: enable the mesh first")

@@ -2,12 +2,13 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/addon/emulator"
 	"github.com/aks-istio-conformance/conformance/harness/binaries"
+	"github.com/aks-istio-conformance/conformance/harness/pki"
 	"github.com/aks-istio-conformance/conformance/harness/process"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
 )
@@ -38,28 +41,67 @@ type istiodRuntime struct {
 	dir        string
 	kubeconfig string
 	detached   bool
+	pki        pki.Files
+	servers    []*http.Server
 
 	mu    sync.Mutex
 	ports map[string]istiodPorts
-	procs []*process.Process
+	procs map[string]*process.Process
 }
 
-func newIstiodRuntime(dir, kubeconfig string, detached bool) *istiodRuntime {
-	return &istiodRuntime{dir: dir, kubeconfig: kubeconfig, detached: detached, ports: map[string]istiodPorts{}}
+func newIstiodRuntime(dir, kubeconfig string, files pki.Files, detached bool) *istiodRuntime {
+	return &istiodRuntime{dir: dir, kubeconfig: kubeconfig, pki: files, detached: detached,
+		ports: map[string]istiodPorts{}, procs: map[string]*process.Process{}}
+}
+
+// ServeValidation serves h over HTTPS on a loopback port with a certificate from the
+// cluster's CA, which the API server trusts through the returned bundle. A detached
+// target outlives this process, so it has no webhook host.
+func (r *istiodRuntime) ServeValidation(path string, h http.Handler) (string, []byte, error) {
+	if r.detached {
+		return "", nil, emulator.ErrNoWebhookHost
+	}
+	cert, key, err := pki.Issue(r.pki, filepath.Dir(r.pki.CACert), "harness-webhook", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		return "", nil, err
+	}
+	ca, err := os.ReadFile(r.pki.CACert)
+	if err != nil {
+		return "", nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.ServeTLS(l, cert, key) }()
+	r.mu.Lock()
+	r.servers = append(r.servers, srv)
+	r.mu.Unlock()
+	return fmt.Sprintf("https://%s%s", l.Addr(), path), ca, nil
 }
 
 // Adapt points the revision's webhooks at istiod's loopback HTTPS port: the apiserver
 // cannot reach a Service here. istiod's certificate carries 127.0.0.1 (ISTIOD_CUSTOM_HOST)
 // and istiod patches the caBundle itself.
+// A revision keeps its ports while it runs, so rendering it again (a new proxy-redirection
+// mechanism, a patch) points at the same process.
 func (r *istiodRuntime) Adapt(revision string, objs []*unstructured.Unstructured) error {
-	p, err := freePorts(6)
-	if err != nil {
-		return err
-	}
-	ports := istiodPorts{HTTPS: p[0], HTTP: p[1], GRPC: p[2], SecureGRPC: p[3], Monitoring: p[4], Ctrlz: p[5]}
 	r.mu.Lock()
-	r.ports[revision] = ports
+	ports, ok := r.ports[revision]
 	r.mu.Unlock()
+	if !ok {
+		p, err := freePorts(6)
+		if err != nil {
+			return err
+		}
+		ports = istiodPorts{HTTPS: p[0], HTTP: p[1], GRPC: p[2], SecureGRPC: p[3], Monitoring: p[4], Ctrlz: p[5]}
+		r.mu.Lock()
+		r.ports[revision] = ports
+		r.mu.Unlock()
+	}
 	for _, o := range objs {
 		if o.GetKind() != "MutatingWebhookConfiguration" && o.GetKind() != "ValidatingWebhookConfiguration" {
 			continue
@@ -147,6 +189,12 @@ func (r *istiodRuntime) Start(ctx context.Context, p profile.Profile, d *appsv1.
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	running := r.procs[rev] != nil
+	r.mu.Unlock()
+	if running {
+		return fmt.Errorf("istiod %s is already running", rev)
+	}
 	proc, err := process.Start(process.Spec{
 		Name: "istiod-" + rev, Path: bin, Args: args, Env: envList, Dir: work,
 		LogPath: filepath.Join(r.dir, "logs", "istiod-"+rev+".log"), Detached: r.detached,
@@ -155,25 +203,40 @@ func (r *istiodRuntime) Start(ctx context.Context, p profile.Profile, d *appsv1.
 		return err
 	}
 	r.mu.Lock()
-	r.procs = append(r.procs, proc)
+	r.procs[rev] = proc
 	r.mu.Unlock()
 	return proc.WaitReady(ctx, 60*time.Second, httpCheck(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/ready", ports.HTTP)))
 }
 
+// Stop ends one revision's istiod and frees its ports.
+func (r *istiodRuntime) Stop(_ context.Context, revision string) error {
+	r.mu.Lock()
+	p := r.procs[revision]
+	delete(r.procs, revision)
+	delete(r.ports, revision)
+	r.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.Stop(10 * time.Second)
+}
+
 func (r *istiodRuntime) stop() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	var errs []string
-	for _, p := range r.procs {
-		if err := p.Stop(10 * time.Second); err != nil {
-			errs = append(errs, err.Error())
-		}
+	for _, srv := range r.servers {
+		_ = srv.Close()
 	}
-	r.procs = nil
-	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	r.servers = nil
+	revs := make([]string, 0, len(r.procs))
+	for rev := range r.procs {
+		revs = append(revs, rev)
 	}
-	return nil
+	r.mu.Unlock()
+	var errs []error
+	for _, rev := range revs {
+		errs = append(errs, r.Stop(context.Background(), rev))
+	}
+	return errors.Join(errs...)
 }
 
 func (r *istiodRuntime) pids() []int {

@@ -56,7 +56,7 @@ func Open(ctx context.Context, opts target.Options) (_ *Local, err error) {
 			_ = l.stop() // detached or not: a failed start leaves nothing running
 		}
 	}()
-	l.istiod = newIstiodRuntime(opts.WorkDir, l.cp.kubeconfig, opts.Detached)
+	l.istiod = newIstiodRuntime(opts.WorkDir, l.cp.kubeconfig, l.cp.files, opts.Detached)
 	l.addon = emulator.New(l.cp.client, l.istiod, l.rec)
 	for _, rev := range opts.Revisions {
 		if err := l.addon.Enable(ctx, rev); err != nil {
