@@ -14,7 +14,8 @@ REPORTS ?= $(CURDIR)/reports
 # Extra flags for the suite binary, e.g. SUITE_ARGS=-eventually-timeout=2m
 SUITE_ARGS ?=
 
-# The Istio toolchains the chosen revisions need (scripts/toolchain/istio-<version>).
+# The Istio toolchains the chosen revisions need (scripts/toolchain/istio-<version>); the
+# lifecycle runbooks always need asm-1-27 (Istio 1.27.9), the revision before the default.
 ISTIO_TOOLCHAINS = $(shell for r in $(subst $(comma), ,$(REVISIONS)); do \
 	sed -n 's/^ *toolchain: *//p' fixtures/profiles/$$r.yaml 2>/dev/null; done | sort -u)
 comma := ,
@@ -41,7 +42,7 @@ unit:
 ## binaries: build and cache the local target's binaries (a second run builds nothing)
 binaries:
 	@if [ "$(TARGET)" = local ]; then \
-		scripts/build-binaries.sh etcd-3.5.21 kubernetes-1.33.13 kwok-0.8.0 $(ISTIO_TOOLCHAINS); fi
+		scripts/build-binaries.sh etcd-3.5.21 kubernetes-1.33.13 kwok-0.8.0 $(ISTIO_TOOLCHAINS) istio-1.27.9; fi
 
 ## up: start the local target and leave it running; prints the KUBECONFIG to use
 up: binaries

@@ -5,7 +5,9 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -97,4 +100,23 @@ func WaitEstablished(ctx context.Context, c client.Client, names []string, timeo
 		}
 	}
 	return nil
+}
+
+// Decode splits a multi-document YAML (or JSON) stream into objects, skipping empty
+// documents.
+func Decode(r io.Reader) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(r, 64*1024)
+	var objs []*unstructured.Unstructured
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			return objs, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("decode objects: %w", err)
+		}
+		if len(o) == 0 {
+			continue
+		}
+		objs = append(objs, &unstructured.Unstructured{Object: o})
+	}
 }

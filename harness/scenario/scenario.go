@@ -5,6 +5,7 @@
 package scenario
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -325,4 +326,17 @@ func Principal(pod *corev1.Pod) string {
 		sa = "default"
 	}
 	return fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/%s", pod.Namespace, sa)
+}
+
+// ApplyFixture creates the objects of a fixture file (fixtures/<path>) and deletes them
+// when the spec, or the Ordered container, ends.
+func (w *World) ApplyFixture(ctx context.Context, path string) {
+	GinkgoHelper()
+	data, err := fixtures.FS.ReadFile(path)
+	Expect(err).NotTo(HaveOccurred())
+	objs, err := kube.Decode(bytes.NewReader(data))
+	Expect(err).NotTo(HaveOccurred(), "fixtures/%s", path)
+	for _, o := range objs {
+		w.Create(ctx, o)
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/aks-istio-conformance/conformance/harness/kube"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
 )
 
@@ -37,7 +38,7 @@ func TestRenderFlagsFollowTheProfile(t *testing.T) {
 }
 
 func TestAddonLayoutRenamesWebhooksOnly(t *testing.T) {
-	objs, err := decodeObjects(strings.NewReader(`
+	objs, err := kube.Decode(strings.NewReader(`
 apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration
 metadata: {name: istio-sidecar-injector-asm-1-28-aks-istio-system}

@@ -38,12 +38,14 @@ func (e *Emulator) UpgradeStart(ctx context.Context, revision string) error {
 		return ErrTooManyRevisions
 	}
 	current := e.profile(revs[0])
+	// The add-on judges the step before anything else; whether a profile exists is the
+	// emulator's own limit.
+	if d := (profile.Profile{Revision: revision}).Minor() - current.Minor(); d != 1 && d != 2 {
+		return fmt.Errorf(errUpgradeNotAllowedF, current.Revision, revision)
+	}
 	next, err := profile.Load(revision)
 	if err != nil {
 		return err
-	}
-	if d := next.Minor() - current.Minor(); d != 1 && d != 2 {
-		return fmt.Errorf(errUpgradeNotAllowedF, current.Revision, revision)
 	}
 	// The upgrade keeps the cluster's proxy-redirection mechanism.
 	next.ProxyRedirection = current.ProxyRedirection

@@ -2,17 +2,15 @@ package emulator
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os/exec"
 	"strconv"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/aks-istio-conformance/conformance/harness/addon"
 	"github.com/aks-istio-conformance/conformance/harness/binaries"
+	"github.com/aks-istio-conformance/conformance/harness/kube"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
 )
 
@@ -73,23 +71,5 @@ func render(p profile.Profile, flags []string) ([]*unstructured.Unstructured, er
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("render %s with Istio %s: %v: %s", p.Revision, p.Istio.Version, err, stderr.String())
 	}
-	return decodeObjects(&stdout)
-}
-
-// decodeObjects splits a multi-document YAML stream into objects, skipping empty documents.
-func decodeObjects(r io.Reader) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(r, 64*1024)
-	var objs []*unstructured.Unstructured
-	for {
-		var o map[string]any
-		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-			return objs, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("decode rendered objects: %w", err)
-		}
-		if len(o) == 0 {
-			continue
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: o})
-	}
+	return kube.Decode(&stdout)
 }

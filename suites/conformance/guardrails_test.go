@@ -1,0 +1,124 @@
+package conformance
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/addon/guard"
+	"github.com/aks-istio-conformance/conformance/harness/runbook"
+)
+
+// Seed: "Istio-based service mesh add-on for AKS", its limitations (blocked resources and
+// the MeshConfig allow-list). Every probe is a dry run: the API server runs admission and
+// persists nothing, so these specs change nothing mesh-wide.
+
+// blockedObjects are minimal valid objects of each blockable kind.
+var blockedObjects = map[string]string{
+	"ProxyConfig":   "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nspec:\n  concurrency: 2\n",
+	"WorkloadEntry": "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nspec:\n  address: vm.contoso.example\n",
+	"WorkloadGroup": "apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nspec:\n  template:\n    serviceAccount: vm\n",
+	"WasmPlugin":    "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nspec:\n  url: oci://registry.contoso.example/filter:1\n",
+	"IstioOperator": "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: minimal\n",
+	"EnvoyFilter":   "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nspec:\n  configPatches: []\n",
+	"Telemetry":     "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nspec:\n  accessLogging:\n  - providers:\n    - name: envoy\n",
+}
+
+func dryRunCreate(ctx SpecContext, ns, yamlDoc string) error {
+	GinkgoHelper()
+	u := &unstructured.Unstructured{}
+	Expect(yaml.Unmarshal([]byte(yamlDoc), &u.Object)).To(Succeed())
+	u.SetNamespace(ns)
+	u.SetGenerateName("conformance-")
+	return world.Client.Create(ctx, u, client.DryRunAll)
+}
+
+var _ = Describe("Add-on guardrails", Label("guardrails"), func() {
+	It("rejects every kind the profile blocks, at admission", func(ctx SpecContext) {
+		ns := meshNamespace(ctx, "blocked")
+		step := runbook.Step{Ref: "AKS istio-about, limitations: blocked custom resources", Confirm: "kubectl apply --dry-run=server -f <object>",
+			Fix: "these resources are not supported by the add-on; use the supported MeshConfig fields or Telemetry/EnvoyFilter where the profile allows them"}
+		outcomes := list{}
+		for _, kind := range world.Profile.BlockedKinds {
+			step.Expected = kind + " rejected by the add-on's admission policy"
+			var outcome string
+			// Admission policies take effect a moment after they are created.
+			Eventually(func(g Gomega) {
+				err := dryRunCreate(ctx, ns, blockedObjects[kind])
+				if meta.IsNoMatchError(err) {
+					outcome = kind + ": not served" // no CRD (IstioOperator): it cannot be created at all
+					return
+				}
+				g.Expect(err).To(MatchError(ContainSubstring("blocked by the Istio-based service mesh add-on")), step.Explain(list{fmt.Sprintf("%s: %v", kind, err)}))
+				outcome = kind + ": rejected"
+			}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
+			outcomes = append(outcomes, outcome)
+		}
+		record(outcomes)
+		Expect(strings.Join(outcomes, ";")).To(ContainSubstring("rejected"), "the profile blocks no served kind")
+	})
+
+	It("admits the kinds the profile does not block", func(ctx SpecContext) {
+		ns := meshNamespace(ctx, "allowed")
+		var admitted list
+		for kind, doc := range blockedObjects {
+			if slices.Contains(world.Profile.BlockedKinds, kind) || kind == "IstioOperator" {
+				continue
+			}
+			Expect(dryRunCreate(ctx, ns, doc)).To(Succeed(), runbook.Step{Ref: "AKS istio-about: EnvoyFilter and Telemetry are allowed in current revisions",
+				Expected: kind + " admitted"}.Explain(list{kind}))
+			admitted = append(admitted, kind)
+		}
+		record(admitted)
+	})
+
+	It("rejects an EnvoyFilter with a Wasm typed config and admits a Lua one", func(ctx SpecContext) {
+		ns := meshNamespace(ctx, "envoyfilter")
+		filter := func(typ string) string {
+			return "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nspec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n    patch:\n      operation: INSERT_BEFORE\n      value:\n        name: conformance\n        typed_config:\n          '@type': " + typ + "\n"
+		}
+		step := runbook.Step{Ref: "AKS istio-about: Wasm EnvoyFilters are rejected (webhook azure-service-mesh-ccp-validating-webhook.azmk8s.io)",
+			Confirm: "kubectl apply --dry-run=server -f <envoyfilter>", Expected: `envoy filter with type "` + guard.WasmType + `" is not allowed`,
+			Fix: "Wasm extensions are not supported by the add-on"}
+		var err error
+		Eventually(func(g Gomega) {
+			err = dryRunCreate(ctx, ns, filter(guard.WasmType))
+			g.Expect(err).To(MatchError(ContainSubstring(`envoy filter with type "`+guard.WasmType+`" is not allowed`)), step.Explain(list{fmt.Sprint(err)}))
+		}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
+		lua := "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+		Expect(dryRunCreate(ctx, ns, filter(lua))).To(Succeed(), step.Explain(list{"a Lua EnvoyFilter was rejected"}))
+		record(map[string]string{"wasm": err.Error(), "lua": "admitted"})
+	})
+
+	It("rejects a shared ConfigMap that sets a MeshConfig field outside the allow-list, naming the field", Label("mesh-config"), func(ctx SpecContext) {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap(world.Revision())},
+			Data: map[string]string{"mesh": "configSources:\n- address: k8s://\naccessLogFile: /dev/stdout\n"}}
+		err := world.Client.Create(ctx, cm, client.DryRunAll)
+		step := runbook.Step{Ref: "AKS istio-meshconfig: fields outside the allow-list are blocked (configSources, for example)",
+			Confirm: "kubectl apply --dry-run=server -f istio-shared-configmap.yaml", Expected: "rejected, naming configSources",
+			Fix: "remove the field; see the supported and allowed MeshConfig fields"}
+		Expect(err).To(MatchError(ContainSubstring("configSources")), step.Explain(list{fmt.Sprint(err)}))
+		record(map[string]string{"rejected": err.Error()})
+	})
+
+	It("admits a shared ConfigMap with supported and allowed fields only", Label("mesh-config"), func(ctx SpecContext) {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap(world.Revision())},
+			Data: map[string]string{"mesh": "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFile: /dev/stdout\nenablePrometheusMerge: true\n"}}
+		err := world.Client.Create(ctx, cm, client.DryRunAll)
+		if err != nil && strings.Contains(err.Error(), "already exists") {
+			err = nil // another spec's ConfigMap is in place; admission is what is judged here
+		}
+		Expect(err).NotTo(HaveOccurred(), runbook.Step{Ref: "AKS istio-meshconfig: supported and allowed fields", Expected: "admitted"}.Explain(list{fmt.Sprint(err)}))
+	})
+})

@@ -1,0 +1,392 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	networkingapi "istio.io/api/networking/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/addon/emulator"
+	"github.com/aks-istio-conformance/conformance/harness/evidence"
+	"github.com/aks-istio-conformance/conformance/harness/kube"
+	"github.com/aks-istio-conformance/conformance/harness/profile"
+	"github.com/aks-istio-conformance/conformance/harness/revtag"
+	"github.com/aks-istio-conformance/conformance/harness/runbook"
+	"github.com/aks-istio-conformance/conformance/harness/scenario"
+	"github.com/aks-istio-conformance/conformance/harness/target"
+	"github.com/aks-istio-conformance/conformance/harness/targets"
+	"github.com/aks-istio-conformance/conformance/harness/xds"
+)
+
+// Seed: "Running the Managed Istio Add-on on AKS", section 7 (upgrades), the lab and
+// troubleshooting row 11; "ADR-0004: Istio CNI Chaining"; the add-on's limitations. These
+// runbooks upgrade, roll back and switch the proxy-redirection mechanism: they are
+// disruptive, so each runs on a cluster of its own, started at the revision before the
+// suite's (asm-1-27, so that asm-1-28 is its n+1).
+
+const (
+	lifecycleFrom = "asm-1-27"
+	lifecycleTo   = "asm-1-28"
+	prodTag       = "prod"
+)
+
+// ownCluster brings up a cluster of the run's target kind for one Ordered runbook, and
+// returns its World. Only emulated targets get one: on a real cluster these runbooks would
+// upgrade the user's mesh.
+func ownCluster(ctx context.Context, purpose, revision string) *scenario.World {
+	GinkgoHelper()
+	if !world.Target.Capabilities().EmulatedAddon {
+		Skip("upgrades, rolls back and switches the proxy-redirection mechanism: runs only on an emulated cluster of its own, target " +
+			world.Target.Name() + " is a real add-on")
+	}
+	p, err := profile.Load(revision)
+	Expect(err).NotTo(HaveOccurred())
+	t, err := targets.Open(ctx, target.Options{Name: world.Target.Name(), Revisions: []string{revision},
+		WorkDir: filepath.Join(runDir, purpose)})
+	Expect(err).NotTo(HaveOccurred(), "bring up the %s cluster", purpose)
+	DeferCleanup(func(ctx SpecContext) { Expect(t.Close(ctx)).To(Succeed()) }, NodeTimeout(2*time.Minute))
+	c, err := kube.NewClient(t.RESTConfig())
+	Expect(err).NotTo(HaveOccurred())
+	return &scenario.World{Target: t, Client: c, RunID: world.RunID, Profile: p, Timeout: world.Timeout, Poll: world.Poll}
+}
+
+// injectionNow is what admission would inject into the app in ns now (dry run).
+func injectionNow(ctx context.Context, w *scenario.World, ns string) evidence.Injection {
+	GinkgoHelper()
+	pod, err := w.AdmitPod(ctx, ns, scenario.App{Name: "app"})
+	Expect(err).NotTo(HaveOccurred())
+	return evidence.InjectionOf(pod)
+}
+
+// syncedProxies lists the proxies of ns in a revision's sync status.
+func syncedProxies(ctx context.Context, w *scenario.World, revision, ns string) []string {
+	GinkgoHelper()
+	ep, err := w.Target.Istiod(ctx, revision)
+	Expect(err).NotTo(HaveOccurred())
+	statuses, err := xds.SyncStatus(ctx, ep.Debug, ns)
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	for _, s := range statuses {
+		out = append(out, s.Proxy)
+	}
+	return out
+}
+
+func deploymentExists(ctx context.Context, w *scenario.World, ns, name string) bool {
+	GinkgoHelper()
+	err := w.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &appsv1.Deployment{})
+	Expect(client.IgnoreNotFound(err)).To(Succeed())
+	return err == nil
+}
+
+var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary upgrade to completion", Ordered, Label("lifecycle", "disruptive"), func() {
+	var (
+		lw     *scenario.World
+		apps   string // namespace labelled istio.io/rev=prod
+		oldPod *corev1.Pod
+	)
+	BeforeAll(func(ctx SpecContext) {
+		lw = ownCluster(ctx, "lifecycle", lifecycleFrom)
+		Expect(revtag.Set(ctx, lw.Target.RESTConfig(), prodTag, lifecycleFrom)).To(Succeed())
+		apps = lw.Namespace(ctx, "bookstore", map[string]string{addon.RevisionLabel: prodTag})
+		Expect(lw.Target.Addon().EnableIngressGateway(ctx, addon.External)).To(Succeed())
+		lw.SetSharedMeshConfig(ctx, lifecycleFrom, registryOnly)
+	})
+
+	It("InitContainers injects istio-init with NET_ADMIN and NET_RAW, and runs no CNI DaemonSet", func(ctx SpecContext) {
+		got := injectionNow(ctx, lw, apps)
+		record(got)
+		step := runbook.Step{Ref: "ADR-0004 / AKS istio-cni: InitContainers", Confirm: confirmInjection,
+			Expected: "istio-init adds NET_ADMIN and NET_RAW; no " + emulator.CNIDaemonSet + " DaemonSet",
+			Fix:      "az aks mesh proxy-redirection-mechanism --mechanism InitContainers"}
+		Expect(got.Redirection).To(Equal(evidence.InitRedirection), step.Explain(got, apps, "<dry run>"))
+		Expect(got.RedirectionCaps).To(ContainElements("NET_ADMIN", "NET_RAW"), step.Explain(got, apps, "<dry run>"))
+		err := lw.Client.Get(ctx, client.ObjectKey{Namespace: addon.RootNamespace, Name: emulator.CNIDaemonSet}, &appsv1.DaemonSet{})
+		Expect(err).To(MatchError(ContainSubstring("not found")), step.Explain(list{"the CNI DaemonSet exists"}))
+	})
+
+	It("Deployment Safeguards reject injected istio-init pods and admit the suite's own workload", Label("safeguards"), func(ctx SpecContext) {
+		lw.ApplyFixture(ctx, "safeguards/baseline-capabilities.yaml")
+		plain := lw.Namespace(ctx, "plain", nil)
+		step := runbook.Step{Ref: "ADR-0004 / AKS deployment-safeguards: Baseline capabilities",
+			Confirm:  "kubectl describe rs -n %s",
+			Expected: "the suite's app (no added capabilities) is admitted; an injected pod with istio-init is rejected: Disallowed capabilities detected",
+			Fix:      "switch to CNI chaining: az aks mesh proxy-redirection-mechanism --mechanism CNIChaining"}
+		Eventually(func(g Gomega) {
+			_, err := lw.AdmitPod(ctx, apps, scenario.App{Name: "app"})
+			g.Expect(err).To(MatchError(ContainSubstring("Disallowed capabilities detected")), step.Explain(list{fmt.Sprint(err)}, apps))
+			record(map[string]string{"rejected": err.Error()})
+		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
+		_, err := lw.AdmitPod(ctx, plain, scenario.App{Name: "app"})
+		Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprint(err)}, plain))
+	})
+
+	It("Safeguards exempt kube-system and the add-on's aks-istio-* namespaces", Label("safeguards"), func(ctx SpecContext) {
+		privileged := func(ns string) error {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "netadmin-"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "c", Image: "registry.k8s.io/pause:3.10", SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}}}}}
+			return lw.Client.Create(ctx, pod, client.DryRunAll)
+		}
+		step := runbook.Step{Ref: "AKS deployment-safeguards: system namespaces are not user workloads", Confirm: "kubectl get validatingadmissionpolicybinding",
+			Expected: "a NET_ADMIN pod is admitted in kube-system and aks-istio-system, rejected in a user namespace",
+			Fix:      "the policy's matchConditions must exempt kube-system and aks-istio-*"}
+		Expect(privileged(metav1.NamespaceSystem)).To(Succeed(), step.Explain(list{"kube-system rejected"}))
+		Expect(privileged(addon.RootNamespace)).To(Succeed(), step.Explain(list{"aks-istio-system rejected"}))
+		Expect(privileged(apps)).To(MatchError(ContainSubstring("Disallowed capabilities detected")), step.Explain(list{"user namespace admitted"}))
+	})
+
+	It("CNIChaining injects istio-validation instead of istio-init and runs the CNI DaemonSet", Label("cni"), func(ctx SpecContext) {
+		Expect(lw.Target.Addon().SetProxyRedirection(ctx, profile.CNIChaining)).To(Succeed())
+		step := runbook.Step{Ref: "ADR-0004 / AKS istio-cni: CNIChaining", Confirm: confirmInjection,
+			Expected: "istio-validation (drops ALL, uid 1337, non-root, read-only root), no istio-init, DaemonSet " + emulator.CNIDaemonSet + " in aks-istio-system",
+			Fix:      "az aks mesh proxy-redirection-mechanism --mechanism CNIChaining; restart the workloads"}
+		var got evidence.Injection
+		var validation *corev1.Container
+		Eventually(func(g Gomega) {
+			pod, err := lw.AdmitPod(ctx, lw.Namespace(ctx, "cni-probe", map[string]string{addon.RevisionLabel: lifecycleFrom}), scenario.App{Name: "app"})
+			g.Expect(err).NotTo(HaveOccurred())
+			got = evidence.InjectionOf(pod)
+			g.Expect(got.Redirection).To(Equal(evidence.ValidationContainer), step.Explain(got, "", ""))
+			for i := range pod.Spec.InitContainers {
+				if pod.Spec.InitContainers[i].Name == evidence.ValidationContainer {
+					validation = &pod.Spec.InitContainers[i]
+				}
+			}
+		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
+		record(got)
+		sc := validation.SecurityContext
+		Expect(got.InitContainers).NotTo(ContainElement(evidence.InitRedirection), step.Explain(got, "", ""))
+		Expect(sc.Capabilities.Drop).To(ContainElement(corev1.Capability("ALL")), step.Explain(got, "", ""))
+		Expect(*sc.RunAsUser).To(BeEquivalentTo(1337), step.Explain(got, "", ""))
+		Expect(*sc.RunAsNonRoot && *sc.ReadOnlyRootFilesystem).To(BeTrue(), step.Explain(got, "", ""))
+		Expect(lw.Client.Get(ctx, client.ObjectKey{Namespace: addon.RootNamespace, Name: emulator.CNIDaemonSet}, &appsv1.DaemonSet{})).
+			To(Succeed(), step.Explain(list{"no CNI DaemonSet"}))
+	})
+
+	It("with CNIChaining, injected workloads pass Deployment Safeguards", Label("safeguards", "cni"), func(ctx SpecContext) {
+		lw.ApplyFixture(ctx, "safeguards/baseline-capabilities.yaml")
+		// Two workloads: app moves to the canary later, ratings stays behind.
+		lw.Deploy(ctx, apps, scenario.App{Name: "ratings"})
+		lw.Deploy(ctx, apps, scenario.App{Name: "app"})
+		oldPod = lw.RunningPod(ctx, apps, "app")
+		got := evidence.InjectionOf(oldPod)
+		record(got)
+		step := runbook.Step{Ref: "ADR-0004: CNI chaining is required under Safeguards", Confirm: confirmInjection,
+			Expected: "the injected pod is admitted, with istio-validation", Fix: "enable CNIChaining before Safeguards"}
+		Expect(got.Injected && got.Redirection == evidence.ValidationContainer).To(BeTrue(), step.Explain(got, apps, oldPod.Name))
+		Expect(got.Revision).To(Equal(lifecycleFrom), step.Explain(got, apps, oldPod.Name))
+	})
+
+	It("copies the shared ConfigMap to the new revision's name before the upgrade", func(ctx SpecContext) {
+		var src corev1.ConfigMap
+		Expect(lw.Client.Get(ctx, client.ObjectKey{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap(lifecycleFrom)}, &src)).To(Succeed())
+		dst := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap(lifecycleTo)}, Data: src.Data}
+		Expect(lw.Client.Create(ctx, dst)).To(Succeed(), "the MeshConfig webhook must admit a copy of an admitted ConfigMap")
+		record(map[string]string{"copied": dst.Name})
+	})
+
+	It("upgrade start runs both istiods, with gateway Deployments per revision behind one Service", func(ctx SpecContext) {
+		Expect(lw.Target.Addon().UpgradeStart(ctx, lifecycleTo)).To(Succeed())
+		revs, err := lw.Target.Addon().Revisions(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		gw := addon.IngressGateway(addon.External)
+		state := list{fmt.Sprintf("revisions %v", revs)}
+		for _, rev := range []string{lifecycleFrom, lifecycleTo} {
+			for _, d := range []string{addon.Istiod(rev), addon.GatewayDeployment(gw, rev)} {
+				ns := addon.RootNamespace
+				if strings.HasPrefix(d, gw) {
+					ns = addon.IngressNamespace
+				}
+				state = append(state, fmt.Sprintf("%s/%s exists: %t", ns, d, deploymentExists(ctx, lw, ns, d)))
+			}
+		}
+		record(state)
+		step := runbook.Step{Ref: "seed §7 step 2: az aks mesh upgrade start --revision " + lifecycleTo, Confirm: "az aks mesh get-revisions; kubectl get deploy -n aks-istio-system,aks-istio-ingress",
+			Expected: "revisions " + lifecycleFrom + " and " + lifecycleTo + ", both istiods and both gateway Deployments",
+			Fix:      "only n+1 or n+2, and at most two revisions at once"}
+		Expect(revs).To(Equal([]string{lifecycleFrom, lifecycleTo}), step.Explain(state))
+		Expect(strings.Join(state, ";")).NotTo(ContainSubstring("false"), step.Explain(state))
+	})
+
+	It("the canary reads the copied shared ConfigMap (REGISTRY_ONLY)", Label("mesh-config"), func(ctx SpecContext) {
+		ep, err := lw.Target.Istiod(ctx, lifecycleTo)
+		Expect(err).NotTo(HaveOccurred())
+		mesh, err := xds.MergedMesh(ctx, ep.Debug)
+		Expect(err).NotTo(HaveOccurred())
+		step := runbook.Step{Ref: "seed §7 step 1: copy istio-shared-configmap-<old> to <new>", Confirm: "kubectl get cm -n aks-istio-system",
+			Expected: "istiod-" + lifecycleTo + " runs with outboundTrafficPolicy REGISTRY_ONLY", Fix: "copy the shared ConfigMap before upgrade start"}
+		Expect(mesh.GetOutboundTrafficPolicy().GetMode().String()).To(Equal("REGISTRY_ONLY"), step.Explain(list{mesh.GetOutboundTrafficPolicy().String()}))
+	})
+
+	It("refuses a third revision while two run", func(ctx SpecContext) {
+		err := lw.Target.Addon().UpgradeStart(ctx, "asm-1-29")
+		step := runbook.Step{Ref: "AKS istio-upgrade: at most two revisions", Expected: "the add-on's error: Request exceeds maximum allowed number of revisions (2)",
+			Fix: "complete or roll back the running upgrade first"}
+		Expect(err).To(MatchError(emulator.ErrTooManyRevisions), step.Explain(list{fmt.Sprint(err)}))
+	})
+
+	It("during the canary the higher revision validates Istio resources", func(ctx SpecContext) {
+		var v admissionregistrationv1.ValidatingWebhookConfiguration
+		Expect(lw.Client.Get(ctx, client.ObjectKey{Name: emulator.DefaultValidator}, &v)).To(Succeed())
+		step := runbook.Step{Ref: "DESIGN §4: during a canary the higher revision validates", Confirm: "kubectl get validatingwebhookconfigurations -l istio.io/rev",
+			Expected: "unlabelled Istio objects are validated by " + lifecycleTo + "'s istiod, which rejects a negative weight",
+			Fix:      "the default validator must follow the highest revision"}
+		Expect(v.Labels).To(HaveKeyWithValue(addon.RevisionLabel, lifecycleTo), step.Explain(list{fmt.Sprint(v.Labels)}))
+		vs := reviewsVirtualService(apps, "reviews", &networkingapi.HTTPRoute{Route: []*networkingapi.HTTPRouteDestination{to("reviews", "", -5)}})
+		Eventually(func(g Gomega) {
+			err := lw.Client.Create(ctx, vs, client.DryRunAll)
+			g.Expect(err).To(MatchError(ContainSubstring("validation.istio.io")), step.Explain(list{fmt.Sprint(err)}))
+			record(map[string]string{"rejected": err.Error()})
+		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
+	})
+
+	It("repointing the tag leaves running pods on the old revision until they restart", func(ctx SpecContext) {
+		Expect(revtag.Set(ctx, lw.Target.RESTConfig(), prodTag, lifecycleTo)).To(Succeed())
+		step := runbook.Step{Ref: "seed §7 step 3: istioctl tag set prod --revision " + lifecycleTo + " --overwrite", Confirm: confirmInjection,
+			Expected: "the running pod keeps its " + lifecycleFrom + " sidecar; new admissions get " + lifecycleTo,
+			Fix:      "restart the workloads to move them"}
+		still := lw.Pod(ctx, apps, oldPod.Name)
+		got := evidence.InjectionOf(still)
+		Expect(got.Revision).To(Equal(lifecycleFrom), step.Explain(got, apps, still.Name))
+		Eventually(func(g Gomega) {
+			now := injectionNow(ctx, lw, apps)
+			g.Expect(now.Revision).To(Equal(lifecycleTo), step.Explain(now, apps, "<dry run>"))
+		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
+		record(got)
+	})
+
+	It("a rollout restart moves the pods to the new revision, and sync status shows both revisions", func(ctx SpecContext) {
+		behind := lw.RunningPod(ctx, apps, "ratings")
+		lw.Proxy(ctx, behind, "ratings")
+		lw.RolloutRestart(ctx, apps, "app")
+		pod := lw.RunningPod(ctx, apps, "app")
+		got := evidence.InjectionOf(pod)
+		record(got)
+		step := runbook.Step{Ref: "seed §7 step 4: kubectl rollout restart; istioctl proxy-status", Confirm: confirmInjection,
+			Expected: "the restarted pod is injected by " + lifecycleTo + " and dials istiod-" + lifecycleTo + "; ratings, not restarted, stays with " + lifecycleFrom + ": each istiod lists its own proxy",
+			Fix:      "restart every workload of the tagged namespaces"}
+		Expect(got.Revision).To(Equal(lifecycleTo), step.Explain(got, apps, pod.Name))
+		Expect(got.DiscoveryAddress).To(HavePrefix(addon.Istiod(lifecycleTo)+"."), step.Explain(got, apps, pod.Name))
+		lw.Proxy(ctx, pod, "app")
+		Eventually(func(g Gomega) {
+			oldSide, newSide := syncedProxies(ctx, lw, lifecycleFrom, apps), syncedProxies(ctx, lw, lifecycleTo, apps)
+			mixed := list{fmt.Sprintf("%s: %v; %s: %v", lifecycleFrom, oldSide, lifecycleTo, newSide)}
+			g.Expect(oldSide).To(ContainElement(behind.Name+"."+apps), step.Explain(mixed, apps, pod.Name))
+			g.Expect(newSide).To(ContainElement(pod.Name+"."+apps), step.Explain(mixed, apps, pod.Name))
+			record(mixed)
+		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
+	})
+
+	It("upgrade complete removes the old control plane and its gateway Deployments", func(ctx SpecContext) {
+		Expect(lw.Target.Addon().UpgradeComplete(ctx)).To(Succeed())
+		gw := addon.IngressGateway(addon.External)
+		revs, err := lw.Target.Addon().Revisions(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		state := list{fmt.Sprintf("revisions %v", revs),
+			fmt.Sprintf("istiod-%s %t", lifecycleFrom, deploymentExists(ctx, lw, addon.RootNamespace, addon.Istiod(lifecycleFrom))),
+			fmt.Sprintf("%s %t", addon.GatewayDeployment(gw, lifecycleFrom), deploymentExists(ctx, lw, addon.IngressNamespace, addon.GatewayDeployment(gw, lifecycleFrom))),
+			fmt.Sprintf("%s %t", addon.GatewayDeployment(gw, lifecycleTo), deploymentExists(ctx, lw, addon.IngressNamespace, addon.GatewayDeployment(gw, lifecycleTo)))}
+		record(state)
+		step := runbook.Step{Ref: "seed §7 step 5: az aks mesh upgrade complete", Confirm: "kubectl get deploy -n aks-istio-system,aks-istio-ingress",
+			Expected: "only " + lifecycleTo + " remains: its istiod and gateway Deployment; the old ones are gone", Fix: "complete only after every workload restarted"}
+		Expect(revs).To(Equal([]string{lifecycleTo}), step.Explain(state))
+		Expect(state[1:]).To(Equal(list{"istiod-" + lifecycleFrom + " false", addon.GatewayDeployment(gw, lifecycleFrom) + " false", addon.GatewayDeployment(gw, lifecycleTo) + " true"}), step.Explain(state))
+		Expect(lw.Client.Get(ctx, client.ObjectKey{Namespace: addon.IngressNamespace, Name: gw}, &corev1.Service{})).To(Succeed(), step.Explain(list{"the gateway Service is gone"}))
+	})
+
+	It("a namespace labelled with the removed revision gets no injection", func(ctx SpecContext) {
+		ns := lw.Namespace(ctx, "stale", map[string]string{addon.RevisionLabel: lifecycleFrom})
+		got := injectionNow(ctx, lw, ns)
+		record(got)
+		step := runbook.Step{Ref: "seed §7: after complete, labels naming the old revision inject nothing", Confirm: confirmInjection,
+			Expected: "no sidecar", Fix: "relabel namespaces with the remaining revision or a tag, then restart"}
+		Expect(got.Injected).To(BeFalse(), step.Explain(got, ns, "<dry run>"))
+	})
+
+	It("refuses complete when no upgrade is in progress", func(ctx SpecContext) {
+		err := lw.Target.Addon().UpgradeComplete(ctx)
+		Expect(err).To(MatchError(emulator.ErrUpgradeNotStarted), runbook.Step{Ref: "az aks mesh upgrade complete",
+			Expected: "Azure Service Mesh upgrade is not in progress."}.Explain(list{fmt.Sprint(err)}))
+	})
+})
+
+var _ = Describe("Revision lifecycle: guardrails of upgrade and a rollback", Ordered, Label("lifecycle", "disruptive"), func() {
+	var (
+		lw   *scenario.World
+		apps string
+	)
+	BeforeAll(func(ctx SpecContext) {
+		lw = ownCluster(ctx, "rollback", lifecycleFrom)
+		apps = lw.Namespace(ctx, "apps", map[string]string{addon.RevisionLabel: lifecycleFrom})
+		lw.SetSharedMeshConfig(ctx, lifecycleFrom, registryOnly)
+	})
+
+	It("refuses an upgrade that is not to n+1 or n+2", func(ctx SpecContext) {
+		err := lw.Target.Addon().UpgradeStart(ctx, "asm-1-30")
+		Expect(err).To(MatchError(ContainSubstring("Requested change in revisions is not allowed")), runbook.Step{Ref: "AKS istio-upgrade: n+1 or n+2 only",
+			Expected: "the add-on refuses " + lifecycleFrom + " -> asm-1-30", Fix: "az aks mesh get-upgrades lists the allowed revisions"}.Explain(list{fmt.Sprint(err)}))
+	})
+
+	It("a patch upgrade changes the proxy of restarted pods only", func(ctx SpecContext) {
+		patcher, ok := lw.Target.Addon().(addon.PatchUpgrader)
+		if !ok {
+			Skip("target " + lw.Target.Name() + " cannot trigger patch upgrades: the add-on applies them itself")
+		}
+		lw.Deploy(ctx, apps, scenario.App{Name: "app"})
+		before := evidence.InjectionOf(lw.RunningPod(ctx, apps, "app"))
+		Expect(patcher.PatchUpgrade(ctx, lifecycleFrom, "1.27.10")).To(Succeed())
+		step := runbook.Step{Ref: "seed §7: patch upgrades roll istiod and gateways; sidecars keep the old proxy until restart", Confirm: confirmInjection,
+			Expected: "the running pod keeps " + before.ProxyImage + "; after a restart it gets the 1.27.10 proxy", Fix: "restart workloads after a patch upgrade"}
+		Eventually(func(g Gomega) {
+			g.Expect(injectionNow(ctx, lw, apps).ProxyImage).To(HaveSuffix(":1.27.10-distroless"))
+		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
+		still := evidence.InjectionOf(lw.Pod(ctx, apps, before.Pod))
+		Expect(still.ProxyImage).To(Equal(before.ProxyImage), step.Explain(still, apps, before.Pod))
+		lw.RolloutRestart(ctx, apps, "app")
+		after := evidence.InjectionOf(lw.RunningPod(ctx, apps, "app"))
+		record(map[string]string{"before": before.ProxyImage, "running pod": still.ProxyImage, "after restart": after.ProxyImage})
+		Expect(after.ProxyImage).To(HaveSuffix(":1.27.10-distroless"), step.Explain(after, apps, after.Pod))
+	})
+
+	It("without copying the shared ConfigMap the canary ignores REGISTRY_ONLY", Label("mesh-config"), func(ctx SpecContext) {
+		Expect(lw.Target.Addon().UpgradeStart(ctx, lifecycleTo)).To(Succeed())
+		meshOf := func(rev string) string {
+			ep, err := lw.Target.Istiod(ctx, rev)
+			Expect(err).NotTo(HaveOccurred())
+			mesh, err := xds.MergedMesh(ctx, ep.Debug)
+			Expect(err).NotTo(HaveOccurred())
+			return mesh.GetOutboundTrafficPolicy().GetMode().String()
+		}
+		old, canary := meshOf(lifecycleFrom), meshOf(lifecycleTo)
+		record(map[string]string{lifecycleFrom: old, lifecycleTo: canary})
+		step := runbook.Step{Ref: "seed §7 step 1 skipped (troubleshooting row 11)", Confirm: "kubectl get cm -n aks-istio-system | grep istio-shared-configmap",
+			Expected: lifecycleFrom + " REGISTRY_ONLY, the canary " + lifecycleTo + " ALLOW_ANY", Fix: "copy istio-shared-configmap-<old> to istio-shared-configmap-<new>"}
+		Expect([]string{old, canary}).To(Equal([]string{"REGISTRY_ONLY", "ALLOW_ANY"}), step.Explain(list{old, canary}))
+	})
+
+	It("upgrade rollback removes the canary and keeps the original revision", func(ctx SpecContext) {
+		Expect(lw.Target.Addon().UpgradeRollback(ctx)).To(Succeed())
+		revs, err := lw.Target.Addon().Revisions(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		state := list{fmt.Sprintf("revisions %v", revs), fmt.Sprintf("istiod-%s %t", lifecycleTo, deploymentExists(ctx, lw, addon.RootNamespace, addon.Istiod(lifecycleTo)))}
+		record(state)
+		step := runbook.Step{Ref: "seed §7 step 5: az aks mesh upgrade rollback", Confirm: "az aks mesh get-revisions",
+			Expected: "only " + lifecycleFrom + " remains", Fix: "roll back before restarting workloads onto the canary"}
+		Expect(revs).To(Equal([]string{lifecycleFrom}), step.Explain(state))
+		Expect(state[1]).To(HaveSuffix("false"), step.Explain(state))
+		got := injectionNow(ctx, lw, apps)
+		Expect(got.Revision).To(Equal(lifecycleFrom), step.Explain(got, apps, "<dry run>"))
+	})
+})
