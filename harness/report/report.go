@@ -42,7 +42,18 @@ type Summary struct {
 	// Propagation summarises the time from applying an object to a proxy receiving config
 	// that reflects it, over every change the run measured.
 	Propagation *Propagation `json:"propagation,omitempty"`
+	// ConfigSize is the served-config size curve (ConfigSizeEntry), in the order measured.
+	ConfigSize []json.RawMessage `json:"configSizeCurve,omitempty"`
+	// ControlPlane is istiod's push metrics after each family (ControlPlaneEntry): the last
+	// sample taken in the family.
+	ControlPlane map[string]json.RawMessage `json:"controlPlaneAfterFamily,omitempty"`
 }
+
+// Report entries specs attach besides evidence and propagation.
+const (
+	ConfigSizeEntry   = "config-size"
+	ControlPlaneEntry = "istiod-metrics"
+)
 
 // Propagation is a distribution of propagation times, in seconds.
 type Propagation struct {
@@ -114,11 +125,20 @@ func Summarize(r types.Report, run Run) Summary {
 				propagation = append(propagation, v)
 				continue
 			}
-			if e.Name != EvidenceEntry {
+			data, err := json.Marshal(e.Value.GetRawValue())
+			if err != nil {
 				continue
 			}
-			if data, err := json.Marshal(e.Value.GetRawValue()); err == nil {
+			switch e.Name {
+			case EvidenceEntry:
 				spec.Evidence = append(spec.Evidence, data)
+			case ConfigSizeEntry:
+				s.ConfigSize = append(s.ConfigSize, data)
+			case ControlPlaneEntry:
+				if s.ControlPlane == nil {
+					s.ControlPlane = map[string]json.RawMessage{}
+				}
+				s.ControlPlane[spec.Family] = data
 			}
 		}
 		s.Totals[spec.State]++
@@ -189,6 +209,9 @@ func Console(w io.Writer, s Summary) {
 	sort.Strings(fams)
 	for _, f := range fams {
 		fmt.Fprintf(w, "family %q: %.1fs\n", f, s.Families[f])
+	}
+	for _, point := range s.ConfigSize {
+		fmt.Fprintf(w, "config size: %s\n", point)
 	}
 	if p := s.Propagation; p != nil {
 		fmt.Fprintf(w, "propagation (apply -> proxy config): median %.0f ms, p90 %.0f ms, max %.0f ms over %d changes (goal: median <= %.0f ms)\n",

@@ -53,6 +53,8 @@ type IstiodEndpoints struct {
 	XDS string
 	// Debug is the base URL of istiod's HTTP server with /debug/* (8080 in a pod).
 	Debug string
+	// Monitoring is the base URL of istiod's /metrics (15014 in a pod).
+	Monitoring string
 }
 
 // Options choose and shape a target.

@@ -2,8 +2,11 @@ package verdict
 
 import (
 	"fmt"
+	"slices"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	accesslogfile "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"istio.io/istio/pilot/pkg/simulation"
 
@@ -134,4 +137,30 @@ func VirtualHost(s xds.Snapshot, routeConfig, name string) *route.VirtualHost {
 		}
 	}
 	return nil
+}
+
+// FileAccessLogs returns, per listener, the file paths its HTTP connection managers log
+// requests to (envoy.access_loggers.file), sorted by listener name.
+func FileAccessLogs(s xds.Snapshot) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, l := range s.Listeners {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				if f.GetName() != "envoy.filters.network.http_connection_manager" {
+					continue
+				}
+				var m hcm.HttpConnectionManager
+				if err := f.GetTypedConfig().UnmarshalTo(&m); err != nil {
+					return nil, fmt.Errorf("listener %s: %w", l.GetName(), err)
+				}
+				for _, al := range m.GetAccessLog() {
+					var file accesslogfile.FileAccessLog
+					if al.GetTypedConfig() != nil && al.GetTypedConfig().UnmarshalTo(&file) == nil && !slices.Contains(out[l.GetName()], file.GetPath()) {
+						out[l.GetName()] = append(out[l.GetName()], file.GetPath())
+					}
+				}
+			}
+		}
+	}
+	return out, nil
 }

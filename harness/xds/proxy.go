@@ -16,6 +16,7 @@ import (
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
@@ -70,6 +71,31 @@ type Snapshot struct {
 	Versions map[string]string
 	// Received is when the last response arrived.
 	Received time.Time
+}
+
+// Size is how much configuration a proxy holds: what Sidecar scoping and discoverySelectors
+// reduce.
+type Size struct {
+	Listeners int `json:"listeners"`
+	Clusters  int `json:"clusters"`
+	Routes    int `json:"routes"`
+	// Bytes is the serialized size of all of it.
+	Bytes int `json:"bytes"`
+}
+
+// Size measures the snapshot.
+func (s Snapshot) Size() Size {
+	z := Size{Listeners: len(s.Listeners), Clusters: len(s.Clusters), Routes: len(s.Routes)}
+	for _, l := range s.Listeners {
+		z.Bytes += proto.Size(l)
+	}
+	for _, c := range s.Clusters {
+		z.Bytes += proto.Size(c)
+	}
+	for _, r := range s.Routes {
+		z.Bytes += proto.Size(r)
+	}
+	return z
 }
 
 // Proxy is a live xDS connection as one identity. It uses Istio's delta xDS client

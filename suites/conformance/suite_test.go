@@ -24,6 +24,7 @@ import (
 	"github.com/aks-istio-conformance/conformance/harness/scenario"
 	"github.com/aks-istio-conformance/conformance/harness/target"
 	"github.com/aks-istio-conformance/conformance/harness/targets"
+	"github.com/aks-istio-conformance/conformance/harness/telemetry"
 )
 
 var (
@@ -81,6 +82,21 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	*world = scenario.World{Target: t, Client: c, RunID: run.ID, Profile: def, Timeout: *timeoutFlag, Poll: 200 * time.Millisecond}
 	GinkgoWriter.Printf("target %s up; kubeconfig %s\n", t.Name(), t.KubeconfigPath())
 }, NodeTimeout(20*time.Minute))
+
+// After every spec, istiod's push metrics go into the report; the summary keeps the last
+// sample of each family (control-plane health after each family).
+var _ = AfterEach(func(ctx SpecContext) {
+	if world.Target == nil {
+		return
+	}
+	ep, err := world.Target.Istiod(ctx, world.Revision())
+	if err != nil {
+		return
+	}
+	if m, err := telemetry.ScrapePushMetrics(ctx, ep.Monitoring); err == nil {
+		AddReportEntry(report.ControlPlaneEntry, m, types.ReportEntryVisibilityNever)
+	}
+})
 
 // runDir is this run's report directory.
 var runDir string

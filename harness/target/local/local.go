@@ -87,8 +87,9 @@ func (l *Local) Istiod(_ context.Context, revision string) (target.IstiodEndpoin
 		return target.IstiodEndpoints{}, fmt.Errorf("revision %s is not running on the local target", revision)
 	}
 	return target.IstiodEndpoints{
-		XDS:   fmt.Sprintf("127.0.0.1:%d", ports.GRPC),
-		Debug: fmt.Sprintf("http://127.0.0.1:%d", ports.HTTP),
+		XDS:        fmt.Sprintf("127.0.0.1:%d", ports.GRPC),
+		Debug:      fmt.Sprintf("http://127.0.0.1:%d", ports.HTTP),
+		Monitoring: fmt.Sprintf("http://127.0.0.1:%d", ports.Monitoring),
 	}, nil
 }
 

@@ -1,0 +1,84 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// PushMetrics are istiod's control-plane health figures, summed over labels.
+type PushMetrics struct {
+	// Pushes is pilot_xds_pushes: xDS responses pushed.
+	Pushes float64 `json:"pilot_xds_pushes"`
+	// InternalErrors is pilot_total_xds_internal_errors.
+	InternalErrors float64 `json:"pilot_total_xds_internal_errors"`
+	// Rejects is pilot_total_xds_rejects: config proxies NACKed.
+	Rejects float64 `json:"pilot_total_xds_rejects"`
+	// ConvergenceCount and ConvergenceSum are pilot_proxy_convergence_time's histogram
+	// count and sum (seconds); their ratio is the mean convergence time.
+	ConvergenceCount float64 `json:"pilot_proxy_convergence_time_count"`
+	ConvergenceSum   float64 `json:"pilot_proxy_convergence_time_sum"`
+}
+
+// MeanConvergence is the mean time from a config change to a proxy receiving it, as istiod
+// measures it.
+func (m PushMetrics) MeanConvergence() time.Duration {
+	if m.ConvergenceCount == 0 {
+		return 0
+	}
+	return time.Duration(m.ConvergenceSum / m.ConvergenceCount * float64(time.Second))
+}
+
+// ScrapePushMetrics reads istiod's /metrics (its monitoring port).
+func ScrapePushMetrics(ctx context.Context, monitoringURL string) (PushMetrics, error) {
+	var m PushMetrics
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, monitoringURL+"/metrics", nil)
+	if err != nil {
+		return m, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return m, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return m, fmt.Errorf("GET %s/metrics: %s", monitoringURL, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return m, fmt.Errorf("parse istiod metrics: %w", err)
+	}
+	sum := func(name string) float64 {
+		var total float64
+		for _, metric := range families[name].GetMetric() {
+			total += value(metric)
+		}
+		return total
+	}
+	m.Pushes, m.InternalErrors, m.Rejects = sum("pilot_xds_pushes"), sum("pilot_total_xds_internal_errors"), sum("pilot_total_xds_rejects")
+	for _, metric := range families["pilot_proxy_convergence_time"].GetMetric() {
+		m.ConvergenceCount += float64(metric.GetHistogram().GetSampleCount())
+		m.ConvergenceSum += metric.GetHistogram().GetSampleSum()
+	}
+	return m, nil
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	case m.Untyped != nil:
+		return m.GetUntyped().GetValue()
+	}
+	return 0
+}

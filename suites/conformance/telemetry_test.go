@@ -1,0 +1,312 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	networkingapi "istio.io/api/networking/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/evidence"
+	"github.com/aks-istio-conformance/conformance/harness/report"
+	"github.com/aks-istio-conformance/conformance/harness/runbook"
+	"github.com/aks-istio-conformance/conformance/harness/scenario"
+	"github.com/aks-istio-conformance/conformance/harness/telemetry"
+	"github.com/aks-istio-conformance/conformance/harness/verdict"
+	"github.com/aks-istio-conformance/conformance/harness/xds"
+)
+
+// Seed: "Running the Managed Istio Add-on on AKS", section 2 (discoverySelectors), section
+// 8 (telemetry) and troubleshooting row 14 (large config, slow pushes).
+
+var scrapeAnnotations = map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "15020", "prometheus.io/path": "/stats/prometheus"}
+
+// accessLogs waits until the proxy's listeners log to /dev/stdout (want) or nowhere.
+func accessLogs(ctx context.Context, w workload, want bool, since time.Time, step runbook.Step) {
+	GinkgoHelper()
+	var logs map[string][]string
+	took, err := w.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
+		var err error
+		if logs, err = verdict.FileAccessLogs(s); err != nil {
+			return err
+		}
+		logging := false
+		for _, paths := range logs {
+			logging = logging || strings.Join(paths, ",") == "/dev/stdout"
+		}
+		if logging != want {
+			return fmt.Errorf("listeners logging to files: %v", logs)
+		}
+		return nil
+	})
+	Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprint(logs)}, w.ns, w.pod.Name))
+	propagation(took)
+	record(map[string]any{"proxy": w.pod.Name + "." + w.ns, "fileAccessLogs": logs})
+}
+
+var _ = Describe("Telemetry: metrics", Label("telemetry"), func() {
+	It("injected pods carry the merged-metrics scrape annotations (the managed config enables merging)", func(ctx SpecContext) {
+		Expect(mergedMesh(ctx).GetEnablePrometheusMerge().GetValue()).To(BeTrue(), "the managed istio-<rev> should enable Prometheus merging")
+		ns := meshNamespace(ctx, "metrics")
+		got := injectionNow(ctx, world, ns)
+		pod, err := world.AdmitPod(ctx, ns, scenario.App{Name: "app"})
+		Expect(err).NotTo(HaveOccurred())
+		record(pod.Annotations)
+		step := runbook.Step{Ref: "seed §8: metrics merging", Confirm: "kubectl get pod -n %s <pod> -o jsonpath='{.metadata.annotations}'",
+			Expected: "prometheus.io/scrape true, port 15020, path /stats/prometheus", Fix: "enablePrometheusMerge is decided by the managed istio-<rev>"}
+		for k, v := range scrapeAnnotations {
+			Expect(pod.Annotations).To(HaveKeyWithValue(k, v), step.Explain(got, ns))
+		}
+	})
+
+	It("the shared ConfigMap cannot turn merging off: the managed istio-<rev> wins", Label("mesh-config"), func(ctx SpecContext) {
+		world.SetSharedMeshConfig(ctx, world.Revision(), "enablePrometheusMerge: false\naccessLogEncoding: JSON\n")
+		ns := meshNamespace(ctx, "metrics-shared")
+		step := runbook.Step{Ref: "DESIGN §4 / seed §8: the managed ConfigMap wins on conflicting fields", Confirm: "kubectl get cm -n aks-istio-system -o yaml",
+			Expected: "after istiod read the shared ConfigMap (accessLogEncoding JSON), injected pods still carry the scrape annotations",
+			Fix:      "metrics merging is the add-on's decision; scrape /stats/prometheus on 15020 regardless"}
+		Eventually(func(g Gomega) {
+			g.Expect(mergedMesh(ctx).GetAccessLogEncoding().String()).To(Equal("JSON"))
+		}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
+		pod, err := world.AdmitPod(ctx, ns, scenario.App{Name: "app"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(pod.Annotations).To(HaveKeyWithValue("prometheus.io/scrape", "true"), step.Explain(list{fmt.Sprint(pod.Annotations)}))
+		record(pod.Annotations)
+	})
+
+	It("when the managed config disables merging, injected pods carry no scrape annotations", Label("mesh-config"), func(ctx SpecContext) {
+		requireEmulatedAddon()
+		key := client.ObjectKey{Namespace: addon.RootNamespace, Name: addon.ManagedMeshConfigMap(world.Revision())}
+		var cm corev1.ConfigMap
+		Expect(world.Client.Get(ctx, key, &cm)).To(Succeed())
+		original := cm.Data["mesh"]
+		DeferCleanup(func(ctx SpecContext) {
+			var now corev1.ConfigMap
+			Expect(world.Client.Get(ctx, key, &now)).To(Succeed())
+			now.Data["mesh"] = original
+			Expect(world.Client.Update(ctx, &now)).To(Succeed())
+			Eventually(func(g Gomega) { g.Expect(mergedMesh(ctx).GetEnablePrometheusMerge().GetValue()).To(BeTrue()) }).
+				WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
+		})
+		cm.Data["mesh"] = strings.Replace(original, "enablePrometheusMerge: true", "enablePrometheusMerge: false", 1)
+		Expect(cm.Data["mesh"]).NotTo(Equal(original), "the managed ConfigMap has no enablePrometheusMerge: true to flip")
+		Expect(world.Client.Update(ctx, &cm)).To(Succeed())
+		ns := meshNamespace(ctx, "metrics-off")
+		step := runbook.Step{Ref: "seed §8: no merging, no scrape annotations", Confirm: "kubectl get pod -n %s <pod> -o jsonpath='{.metadata.annotations}'",
+			Expected: "no prometheus.io/* annotations on injected pods", Fix: "the add-on decides merging in istio-<rev>"}
+		Eventually(func(g Gomega) {
+			pod, err := world.AdmitPod(ctx, ns, scenario.App{Name: "app"})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(pod.Annotations).NotTo(HaveKey("prometheus.io/scrape"), step.Explain(list{fmt.Sprint(pod.Annotations)}, ns))
+			g.Expect(evidence.InjectionOf(pod).Injected).To(BeTrue())
+		}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
+	})
+
+	It("reports the mesh namespaces Managed Prometheus would not scrape by annotation", func(ctx SpecContext) {
+		shop, payments := meshNamespace(ctx, "shop"), meshNamespace(ctx, "payments")
+		key := client.ObjectKey{Namespace: metav1.NamespaceSystem, Name: telemetry.AMASettingsConfigMap}
+		if world.Target.Capabilities().EmulatedAddon {
+			// On an emulated cluster the suite declares the opt-in itself: it scrapes shop only.
+			world.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+				Data: map[string]string{telemetry.AMASettingsKey: fmt.Sprintf("podannotationnamespaceregex = %q\n", "kube-system|"+shop)}})
+		}
+		var cm corev1.ConfigMap
+		err := world.Client.Get(ctx, key, &cm)
+		Expect(client.IgnoreNotFound(err)).To(Succeed())
+		regex, err := telemetry.AnnotationScrapeRegex(cm.Data)
+		Expect(err).NotTo(HaveOccurred(), "kubectl get cm -n kube-system %s -o yaml", telemetry.AMASettingsConfigMap)
+		unscraped := telemetry.Unscraped(regex, []string{shop, payments})
+		record(map[string]any{"podannotationnamespaceregex": regex, "notScraped": unscraped})
+		if world.Target.Capabilities().EmulatedAddon {
+			Expect(unscraped).To(Equal([]string{payments}), runbook.Step{Ref: "seed §8: Managed Prometheus opt-in (ama-metrics-settings-configmap)",
+				Expected: "only " + payments + " falls outside the regex", Fix: "extend podannotationnamespaceregex to every mesh namespace"}.Explain(list(unscraped)))
+		}
+	})
+})
+
+var _ = Describe("Telemetry: access logs", Label("telemetry"), func() {
+	It("accessLogFile in the shared ConfigMap turns on file access logs on the sidecar's listeners", Label("mesh-config"), func(ctx SpecContext) {
+		w := deployWorkload(ctx, meshNamespace(ctx, "logs"), "app", httpPort)
+		applied := time.Now()
+		world.SetSharedMeshConfig(ctx, world.Revision(), "accessLogFile: /dev/stdout\n")
+		accessLogs(ctx, w, true, applied, runbook.Step{Ref: "seed §8: access logs through the shared ConfigMap", Confirm: "istioctl proxy-config listener -n %s %s -o json | grep access_log",
+			Expected: "HTTP connection managers log to /dev/stdout", Fix: "accessLogFile: /dev/stdout under key mesh of istio-shared-configmap-<rev>"})
+	})
+
+	It("without accessLogFile the sidecar has no file access logs", func(ctx SpecContext) {
+		w := deployWorkload(ctx, meshNamespace(ctx, "nologs"), "app", httpPort)
+		accessLogs(ctx, w, false, time.Now(), runbook.Step{Ref: "seed §8: the add-on's default is no access log", Confirm: "istioctl proxy-config listener -n %s %s -o json | grep access_log",
+			Expected: "no file access log on any listener", Fix: "unset accessLogFile or remove the Telemetry resource that enables logging"})
+	})
+
+	It("a Telemetry resource turns access logs on in its namespace only", func(ctx SpecContext) {
+		on := deployWorkload(ctx, meshNamespace(ctx, "telemetry-on"), "app", httpPort)
+		off := deployWorkload(ctx, meshNamespace(ctx, "telemetry-off"), "app", httpPort)
+		tel := &unstructured.Unstructured{}
+		tel.SetAPIVersion("telemetry.istio.io/v1")
+		tel.SetKind("Telemetry")
+		tel.SetNamespace(on.ns)
+		tel.SetName("access-logs")
+		_ = unstructured.SetNestedSlice(tel.Object, []any{map[string]any{"providers": []any{map[string]any{"name": "envoy"}}}}, "spec", "accessLogging")
+		step := runbook.Step{Ref: "seed §8: Telemetry API (allowed in current revisions; the seed-era list blocked it)", Confirm: "istioctl proxy-config listener -n %s %s -o json | grep access_log",
+			Expected: "the namespace with the Telemetry resource logs to /dev/stdout; the other does not", Fix: "spec.accessLogging[].providers: envoy"}
+		if slices.Contains(world.Profile.BlockedKinds, "Telemetry") {
+			err := world.Client.Create(ctx, tel)
+			Expect(err).To(MatchError(ContainSubstring("blocked")), step.Explain(list{"the profile blocks Telemetry, but it was admitted"}))
+			return
+		}
+		applied := time.Now()
+		world.Create(ctx, tel)
+		accessLogs(ctx, on, true, applied, step)
+		barrier(ctx, off, "Telemetry", tel)
+		accessLogs(ctx, off, false, time.Now(), step)
+	})
+})
+
+var _ = Describe("Telemetry: traffic", Label("telemetry", "dataplane"), func() {
+	BeforeEach(requireDataPlane)
+	It("reads the response flag of the last request to a service from the istio-proxy log (UC, NR, RBAC, URX, UH)", func() {
+		Fail("access-log probes are not implemented for target " + world.Target.Name() + " yet")
+	})
+})
+
+var _ = Describe("Mesh governance", Label("governance"), func() {
+	It("discoverySelectors hide the services of unselected namespaces from proxies", Label("mesh-config"), func(ctx SpecContext) {
+		selected := world.Namespace(ctx, "selected", map[string]string{addon.RevisionLabel: world.Revision(), "conformance-discovery": world.RunID})
+		hidden := world.Namespace(ctx, "hidden", nil)
+		world.Service(ctx, hidden, "ledger", "ledger", 8080)
+		world.Service(ctx, selected, "orders", "orders", 8080)
+		client := deployWorkload(ctx, selected, "client")
+		hiddenCluster := fmt.Sprintf("outbound|8080||ledger.%s.svc.cluster.local", hidden)
+		visibleCluster := fmt.Sprintf("outbound|8080||orders.%s.svc.cluster.local", selected)
+		applied := time.Now()
+		world.SetSharedMeshConfig(ctx, world.Revision(), discoverySelectors(world.RunID))
+		step := runbook.Step{Ref: "seed §2 / troubleshooting row 14: discoverySelectors in the shared ConfigMap",
+			Confirm:  "istioctl proxy-config cluster -n %s %s --istioNamespace aks-istio-system",
+			Expected: "the proxy keeps " + visibleCluster + " and loses " + hiddenCluster,
+			Fix:      "label every namespace the mesh must see with the selector's label"}
+		var clusters []string
+		took, err := client.proxy.Await(ctx, applied, world.Timeout, func(s xds.Snapshot) error {
+			clusters = clusterNames(s)
+			if slices.Contains(clusters, hiddenCluster) || !slices.Contains(clusters, visibleCluster) {
+				return fmt.Errorf("hidden present %t, visible present %t", slices.Contains(clusters, hiddenCluster), slices.Contains(clusters, visibleCluster))
+			}
+			return nil
+		})
+		Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprintf("%d clusters", len(clusters))}, client.ns, client.pod.Name))
+		propagation(took)
+		record(map[string]any{"clusters": len(clusters)})
+	})
+
+	DescribeTable("served config shrinks with discoverySelectors and with a Sidecar as unselected namespaces grow (row 14)",
+		func(ctx SpecContext, n int) {
+			requireMeshWideChanges()
+			label := map[string]string{addon.RevisionLabel: world.Revision(), "conformance-discovery": world.RunID}
+			home := world.Namespace(ctx, fmt.Sprintf("home-%d", n), label)
+			client := deployWorkload(ctx, home, "client")
+			for i := range n {
+				world.Service(ctx, world.Namespace(ctx, fmt.Sprintf("crowd-%d", i), nil), "svc", "svc", 8080)
+			}
+			// The crowd's services appear (or vanish) as clusters and as virtual hosts of the
+			// 8080 route; a size is taken once both agree.
+			crowd := func(s xds.Snapshot) (clusters, vhosts int) {
+				for _, rc := range s.Routes {
+					for _, vh := range rc.GetVirtualHosts() {
+						if strings.HasPrefix(vh.GetName(), "svc.") {
+							vhosts++
+						}
+					}
+				}
+				return countPrefix(clusterNames(s), "outbound|8080||svc."), vhosts
+			}
+			all := func(s xds.Snapshot) bool { c, v := crowd(s); return c >= n && v >= n }
+			none := func(s xds.Snapshot) bool { c, v := crowd(s); return c == 0 && v == 0 }
+			full := settle(ctx, client, all)
+
+			sidecar := &networkingv1.Sidecar{ObjectMeta: metav1.ObjectMeta{Namespace: home, Name: "default"}}
+			sidecar.Spec.Egress = []*networkingapi.IstioEgressListener{{Hosts: []string{"./*", addon.RootNamespace + "/*"}}}
+			world.Create(ctx, sidecar)
+			scoped := settle(ctx, client, none)
+			Expect(world.Client.Delete(ctx, sidecar)).To(Succeed())
+			settle(ctx, client, all)
+
+			world.SetSharedMeshConfig(ctx, world.Revision(), discoverySelectors(world.RunID))
+			selected := settle(ctx, client, none)
+
+			point := map[string]any{"unselectedNamespaces": n, "full": full, "sidecar": scoped, "discoverySelectors": selected}
+			AddReportEntry(report.ConfigSizeEntry, point)
+			record(point)
+			step := runbook.Step{Ref: "troubleshooting row 14: large served config; remedies discoverySelectors and Sidecar",
+				Expected: "both remedies serve fewer clusters and bytes than the full mesh", Confirm: "istioctl proxy-config cluster -n %s %s | wc -l",
+				Fix: "scope proxies with a Sidecar egress list, or istiod with discoverySelectors"}
+			Expect(scoped.Bytes).To(BeNumerically("<", full.Bytes), step.Explain(list{fmt.Sprint(point)}, home, client.pod.Name))
+			Expect(selected.Bytes).To(BeNumerically("<", full.Bytes), step.Explain(list{fmt.Sprint(point)}, home, client.pod.Name))
+		},
+		Entry("10 namespaces", 10),
+		Entry("50 namespaces", 50),
+		Entry("200 namespaces", Label("slow"), 200),
+	)
+
+	It("istiod reports push metrics and no internal xDS errors", func(ctx SpecContext) {
+		ep, err := world.Target.Istiod(ctx, world.Revision())
+		Expect(err).NotTo(HaveOccurred())
+		m, err := telemetry.ScrapePushMetrics(ctx, ep.Monitoring)
+		Expect(err).NotTo(HaveOccurred())
+		record(map[string]any{"metrics": m, "meanConvergence": m.MeanConvergence().String()})
+		step := runbook.Step{Ref: "seed §8: control-plane health", Confirm: "kubectl exec -n aks-istio-system deploy/istiod-<rev> -- curl -s localhost:15014/metrics | grep pilot_",
+			Expected: "pushes counted, convergence measured, no internal errors", Fix: "read istiod's log for the failing pushes"}
+		Expect(m.Pushes).To(BeNumerically(">", 0), step.Explain(list{fmt.Sprint(m)}))
+		Expect(m.ConvergenceCount).To(BeNumerically(">", 0), step.Explain(list{fmt.Sprint(m)}))
+		Expect(m.InternalErrors).To(BeZero(), step.Explain(list{fmt.Sprint(m)}))
+	})
+})
+
+// discoverySelectors selects the namespaces of this run labelled for discovery, and the
+// add-on's own.
+func discoverySelectors(run string) string {
+	return fmt.Sprintf("discoverySelectors:\n- matchLabels:\n    conformance-discovery: %s\n- matchLabels:\n    kubernetes.io/metadata.name: %s\n", run, addon.RootNamespace)
+}
+
+// settle waits until done holds for the proxy's config and returns its size then.
+func settle(ctx context.Context, w workload, done func(xds.Snapshot) bool) xds.Size {
+	GinkgoHelper()
+	var size xds.Size
+	_, err := w.proxy.Await(ctx, time.Now(), world.Timeout, func(s xds.Snapshot) error {
+		size = s.Size()
+		if !done(s) {
+			return fmt.Errorf("not there yet: %+v", size)
+		}
+		return nil
+	})
+	Expect(err).NotTo(HaveOccurred())
+	return size
+}
+
+func clusterNames(s xds.Snapshot) []string {
+	var names []string
+	for _, c := range s.Clusters {
+		names = append(names, c.GetName())
+	}
+	return names
+}
+
+func countPrefix(names []string, prefix string) int {
+	n := 0
+	for _, name := range names {
+		if strings.HasPrefix(name, prefix) {
+			n++
+		}
+	}
+	return n
+}
