@@ -24,7 +24,7 @@ SUITE = go test ./suites/conformance -count=1 -timeout=90m -v \
 	-args -target=$(TARGET) -revisions=$(REVISIONS) -reports-dir=$(REPORTS) \
 	-ginkgo.label-filter='$(LABELS)' $(SUITE_ARGS)
 
-.PHONY: conformance test unit binaries up down sweep clean-reports
+.PHONY: conformance test unit bench binaries up down sweep clean-reports
 
 ## conformance: bring up the default target, replay every scenario, write reports/latest/
 conformance: binaries
@@ -38,6 +38,11 @@ test: unit
 unit:
 	go vet ./...
 	go test -count=1 ./harness/... ./fixtures/... ./cmd/...
+
+## bench: the served-config size curve (10, 50, 200 unselected namespaces) and
+## propagation figures, into reports/latest/summary.json
+bench:
+	$(MAKE) conformance LABELS='governance || security'
 
 ## binaries: build and cache the local target's binaries (a second run builds nothing)
 binaries:

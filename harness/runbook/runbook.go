@@ -29,7 +29,12 @@ func (s Step) Explain(observed fmt.Stringer, args ...any) func() string {
 		fmt.Fprintf(&b, "\n  expected: %s", s.Expected)
 		fmt.Fprintf(&b, "\n  observed: %s", observed)
 		if s.Confirm != "" {
-			fmt.Fprintf(&b, "\n  confirm:  %s", fmt.Sprintf(s.Confirm, args...))
+			confirm := fmt.Sprintf(s.Confirm, args...)
+			// A step shared by specs may get more arguments than its command uses.
+			if i := strings.Index(confirm, "%!(EXTRA"); i >= 0 {
+				confirm = confirm[:i]
+			}
+			fmt.Fprintf(&b, "\n  confirm:  %s", confirm)
 		}
 		if s.Fix != "" {
 			fmt.Fprintf(&b, "\n  fix:      %s", s.Fix)

@@ -20,3 +20,10 @@ func TestExplainNamesEveryPartOfTheStep(t *testing.T) {
 		}
 	}
 }
+
+func TestExplainDropsArgumentsTheCommandDoesNotUse(t *testing.T) {
+	msg := Step{Ref: "r", Expected: "e", Confirm: "kubectl get ns"}.Explain(seen("x"), "extra")()
+	if !strings.Contains(msg, "confirm:  kubectl get ns\n") || strings.Contains(msg, "EXTRA") {
+		t.Errorf("confirm line mangled:\n%s", msg)
+	}
+}

@@ -144,31 +144,26 @@ var _ = Describe("Ingress gateway", Label("ingress"), func() {
 		shopRoute(ctx, gw, shopHost, fmt.Sprintf("outbound|9080||productpage.%s.svc.cluster.local", ns), applied, step)
 	})
 
-	It("a Gateway with the wrong selector gives the gateway no route (NR, row 13)", func(ctx SpecContext) {
-		gw := ingressGateway(ctx, addon.Internal)
-		ns := meshNamespace(ctx, "shop-badsel")
-		deployWorkload(ctx, ns, "productpage", 9080)
-		world.Create(ctx, shopGateway(ns, "ingressgateway")) // upstream's label, not the add-on's
-		world.Create(ctx, shopVirtualService(ns, shopHost))
-		gatewayBarrier(ctx, gw, ns)
-		step := runbook.Step{Ref: "troubleshooting row 13: 404 NR at the ingress gateway", Confirm: confirmGateway,
+	DescribeTable("a mismatch between Gateway, VirtualService and request gives the gateway no route (NR, row 13)",
+		func(ctx SpecContext, selector, vsHost string, step runbook.Step) {
+			gw := ingressGateway(ctx, addon.Internal)
+			ns := meshNamespace(ctx, "shop-nr")
+			deployWorkload(ctx, ns, "productpage", 9080)
+			world.Create(ctx, shopGateway(ns, selector))
+			world.Create(ctx, shopVirtualService(ns, vsHost))
+			gatewayBarrier(ctx, gw, ns)
+			step.Confirm = confirmGateway
+			shopRoute(ctx, gw, shopHost, "", time.Now(), step)
+		},
+		Entry("a Gateway selecting upstream's label instead of the add-on's", "ingressgateway", shopHost, runbook.Step{
+			Ref:      "troubleshooting row 13: 404 NR at the ingress gateway",
 			Expected: "no route for " + shopHost + ": the Gateway selects no add-on gateway",
-			Fix:      "select istio: aks-istio-ingressgateway-external or -internal"}
-		shopRoute(ctx, gw, shopHost, "", time.Now(), step)
-	})
-
-	It("a VirtualService for another host gives the shop host no route (NR)", func(ctx SpecContext) {
-		gw := ingressGateway(ctx, addon.Internal)
-		ns := meshNamespace(ctx, "shop-badhost")
-		deployWorkload(ctx, ns, "productpage", 9080)
-		world.Create(ctx, shopGateway(ns, addon.IngressGateway(addon.Internal)))
-		world.Create(ctx, shopVirtualService(ns, "shop.contoso.com"))
-		gatewayBarrier(ctx, gw, ns)
-		step := runbook.Step{Ref: "troubleshooting row 13: host mismatch between Gateway, VirtualService and request", Confirm: confirmGateway,
+			Fix:      "select istio: aks-istio-ingressgateway-external or -internal"}),
+		Entry("a VirtualService for another host", addon.IngressGateway(addon.Internal), "shop.contoso.com", runbook.Step{
+			Ref:      "troubleshooting row 13: host mismatch between Gateway, VirtualService and request",
 			Expected: "no route for " + shopHost + ": the VirtualService binds another host",
-			Fix:      "the VirtualService hosts must match the Host header (and a Gateway server host)"}
-		shopRoute(ctx, gw, shopHost, "", time.Now(), step)
-	})
+			Fix:      "the VirtualService hosts must match the Host header (and a Gateway server host)"}),
+	)
 
 	It("keeps the Service's annotations and externalTrafficPolicy Local when enabled again", func(ctx SpecContext) {
 		requireAddonOperations()

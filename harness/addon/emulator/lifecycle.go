@@ -84,13 +84,22 @@ func (e *Emulator) SetProxyRedirection(ctx context.Context, mechanism string) er
 	for _, rev := range e.sortedRevisions() {
 		p := e.profile(rev)
 		p.ProxyRedirection = mechanism
-		if _, err := e.applyRevision(ctx, p); err != nil {
+		if err := e.reapply(ctx, p); err != nil {
 			return err
 		}
-		e.mu.Lock()
-		e.enabled[rev] = p
-		e.mu.Unlock()
 	}
+	return nil
+}
+
+// reapply renders a running revision again with changed facts; its istiod keeps running
+// and picks the new injector ConfigMap up.
+func (e *Emulator) reapply(ctx context.Context, p profile.Profile) error {
+	if _, err := e.applyRevision(ctx, p); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.enabled[p.Revision] = p
+	e.mu.Unlock()
 	return nil
 }
 
@@ -106,13 +115,7 @@ func (e *Emulator) PatchUpgrade(ctx context.Context, revision, proxyTag string) 
 		return fmt.Errorf("revision %s is not running", revision)
 	}
 	p.ProxyImage.Tag = proxyTag
-	if _, err := e.applyRevision(ctx, p); err != nil {
-		return err
-	}
-	e.mu.Lock()
-	e.enabled[revision] = p
-	e.mu.Unlock()
-	return nil
+	return e.reapply(ctx, p)
 }
 
 // remove stops a revision's istiod and deletes its objects, its gateway Deployments
