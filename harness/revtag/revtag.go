@@ -45,3 +45,26 @@ func Remove(ctx context.Context, cfg *rest.Config, tagName string) error {
 		tag.DeleteTagServices(ctx, c.Kube(), addon.RootNamespace, tagName),
 	)
 }
+
+// List returns every revision tag and the revision it points to, like `istioctl tag list`.
+func List(ctx context.Context, cfg *rest.Config) (map[string]string, error) {
+	c, err := kube.NewCLIClient(kube.NewClientConfigForRestConfig(cfg))
+	if err != nil {
+		return nil, err
+	}
+	webhooks, err := tag.GetRevisionWebhooks(ctx, c.Kube())
+	if err != nil {
+		return nil, err
+	}
+	tags := map[string]string{}
+	for _, wh := range webhooks {
+		name := tag.GetWebhookTagName(wh)
+		if name == "" {
+			continue // a revision's own webhook, not a tag
+		}
+		if tags[name], err = tag.GetWebhookRevision(wh); err != nil {
+			return nil, fmt.Errorf("tag %s: %w", name, err)
+		}
+	}
+	return tags, nil
+}

@@ -255,8 +255,11 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 	It("repointing the tag leaves running pods on the old revision until they restart", func(ctx SpecContext) {
 		Expect(revtag.Set(ctx, lw.Target.RESTConfig(), prodTag, lifecycleTo)).To(Succeed())
 		step := runbook.Step{Ref: "seed §7 step 3: istioctl tag set prod --revision " + lifecycleTo + " --overwrite", Confirm: confirmInjection,
-			Expected: "the running pod keeps its " + lifecycleFrom + " sidecar; new admissions get " + lifecycleTo,
+			Expected: "istioctl tag list shows prod -> " + lifecycleTo + "; the running pod keeps its " + lifecycleFrom + " sidecar; new admissions get " + lifecycleTo,
 			Fix:      "restart the workloads to move them"}
+		tags, err := revtag.List(ctx, lw.Target.RESTConfig())
+		Expect(err).NotTo(HaveOccurred())
+		Expect(tags).To(HaveKeyWithValue(prodTag, lifecycleTo), step.Explain(list{fmt.Sprint(tags)}))
 		still := lw.Pod(ctx, apps, oldPod.Name)
 		got := evidence.InjectionOf(still)
 		Expect(got.Revision).To(Equal(lifecycleFrom), step.Explain(got, apps, still.Name))
@@ -313,6 +316,21 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		step := runbook.Step{Ref: "seed §7: after complete, labels naming the old revision inject nothing", Confirm: confirmInjection,
 			Expected: "no sidecar", Fix: "relabel namespaces with the remaining revision or a tag, then restart"}
 		Expect(got.Injected).To(BeFalse(), step.Explain(got, ns, "<dry run>"))
+	})
+
+	It("removing the tag stops injection in the namespaces that use it", func(ctx SpecContext) {
+		Expect(revtag.Remove(ctx, lw.Target.RESTConfig(), prodTag)).To(Succeed())
+		step := runbook.Step{Ref: "istioctl tag remove prod --istioNamespace aks-istio-system", Confirm: "istioctl tag list --istioNamespace aks-istio-system",
+			Expected: "istioctl tag list no longer shows prod, and pods of namespaces labelled istio.io/rev=prod are no longer injected",
+			Fix:      "relabel the namespaces with a revision or another tag before removing a tag"}
+		tags, err := revtag.List(ctx, lw.Target.RESTConfig())
+		Expect(err).NotTo(HaveOccurred())
+		Expect(tags).NotTo(HaveKey(prodTag), step.Explain(list{fmt.Sprint(tags)}))
+		Eventually(func(g Gomega) {
+			got := injectionNow(ctx, lw, apps)
+			g.Expect(got.Injected).To(BeFalse(), step.Explain(got, apps))
+		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
+		record(tags)
 	})
 
 	It("refuses complete when no upgrade is in progress", func(ctx SpecContext) {
