@@ -103,24 +103,34 @@ func (s Snapshot) Size() Size {
 // does; the state-of-the-world client guesses route names from ports, which misses a
 // gateway's (http.8080).
 type Proxy struct {
-	ID     Identity
-	client *adsc.Client
-	cancel context.CancelFunc
+	ID   Identity
+	addr string
 
-	mu        sync.Mutex
-	listeners map[string]*listener.Listener
-	clusters  map[string]*cluster.Cluster
-	routes    map[string]*route.RouteConfiguration
-	versions  map[string]string
-	at        time.Time
-	changed   chan struct{}
+	mu         sync.Mutex
+	client     *adsc.Client
+	cancel     context.CancelFunc
+	generation int
+	listeners  map[string]*listener.Listener
+	clusters   map[string]*cluster.Cluster
+	routes     map[string]*route.RouteConfiguration
+	versions   map[string]string
+	at         time.Time
+	changed    chan struct{}
 }
 
 // Connect dials istiod's plaintext xDS address as id and waits until istiod has answered
 // the initial listener and cluster watches.
 func Connect(ctx context.Context, addr string, id Identity, timeout time.Duration) (*Proxy, error) {
-	p := &Proxy{ID: id, listeners: map[string]*listener.Listener{}, clusters: map[string]*cluster.Cluster{},
-		routes: map[string]*route.RouteConfiguration{}, versions: map[string]string{}, changed: make(chan struct{})}
+	p := &Proxy{ID: id, addr: addr, changed: make(chan struct{})}
+	if err := p.dial(ctx, timeout); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// dial starts a new xDS stream with empty state; events of an earlier stream are ignored.
+func (p *Proxy) dial(ctx context.Context, timeout time.Duration) error {
+	id := p.ID
 	nodeType := model.SidecarProxy
 	if id.Router {
 		nodeType = model.Router
@@ -131,50 +141,80 @@ func Connect(ctx context.Context, addr string, id Identity, timeout time.Duratio
 		// Istio lists a proxy in sync status only when it sent its ProxyConfig.
 		ProxyConfig: (*model.NodeMetaProxyConfig)(mesh.DefaultProxyConfig()),
 	}
-	p.client = adsc.NewDelta(addr, &adsc.DeltaADSConfig{Config: adsc.Config{
+	p.mu.Lock()
+	p.generation++
+	gen := p.generation
+	p.listeners, p.clusters = map[string]*listener.Listener{}, map[string]*cluster.Cluster{}
+	p.routes, p.versions = map[string]*route.RouteConfiguration{}, map[string]string{}
+	p.mu.Unlock()
+	client := adsc.NewDelta(p.addr, &adsc.DeltaADSConfig{Config: adsc.Config{
 		IP: id.IP, Namespace: id.Namespace, Workload: id.Pod, NodeType: nodeType, Meta: meta.ToStruct(),
 	}},
 		adsc.Register(func(ctx adsc.HandlerContext, name, version string, l *listener.Listener, ev adsc.Event) {
 			if ev == adsc.EventAdd {
 				ctx.RegisterDependency(v3.RouteType, xdstest.ExtractRoutesFromListeners([]*listener.Listener{l})...)
 			}
-			store(p, p.listeners, v3.ListenerType, name, version, l, ev)
+			store(p, gen, func() map[string]*listener.Listener { return p.listeners }, v3.ListenerType, name, version, l, ev)
 		}),
 		adsc.Watch[*listener.Listener]("*"),
 		adsc.Register(func(_ adsc.HandlerContext, name, version string, c *cluster.Cluster, ev adsc.Event) {
-			store(p, p.clusters, v3.ClusterType, name, version, c, ev)
+			store(p, gen, func() map[string]*cluster.Cluster { return p.clusters }, v3.ClusterType, name, version, c, ev)
 		}),
 		adsc.Watch[*cluster.Cluster]("*"),
 		adsc.Register(func(_ adsc.HandlerContext, name, version string, r *route.RouteConfiguration, ev adsc.Event) {
-			store(p, p.routes, v3.RouteType, name, version, r, ev)
+			store(p, gen, func() map[string]*route.RouteConfiguration { return p.routes }, v3.RouteType, name, version, r, ev)
 		}),
 	)
 	runCtx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	go p.client.Run(runCtx)
+	p.Close()
+	p.mu.Lock()
+	p.client, p.cancel = client, cancel
+	p.mu.Unlock()
+	go client.Run(runCtx)
 	select {
-	case <-p.client.Synced():
-		return p, nil
+	case <-client.Synced():
+		return nil
 	case <-time.After(timeout):
 	case <-ctx.Done():
 	}
 	p.Close()
-	return nil, fmt.Errorf("istiod %s served no initial config to %s within %s", addr, id.NodeID(), timeout)
+	return fmt.Errorf("istiod %s served no initial config to %s within %s", p.addr, id.NodeID(), timeout)
 }
 
-// store records one resource event and wakes whoever awaits a change.
-func store[T any](p *Proxy, m map[string]T, typeURL, name, version string, v T, ev adsc.Event) {
+// store records one resource event of stream gen and wakes whoever awaits a change.
+func store[T any](p *Proxy, gen int, m func() map[string]T, typeURL, name, version string, v T, ev adsc.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if gen != p.generation {
+		return // a closed stream's late event
+	}
 	if ev == adsc.EventDelete {
-		delete(m, name)
+		delete(m(), name)
 	} else {
-		m[name] = v
+		m()[name] = v
 	}
 	p.versions[typeURL] = version
 	p.at = time.Now()
 	close(p.changed)
 	p.changed = make(chan struct{})
+}
+
+// danglingRoutes lists the route configurations the listeners name that the proxy does
+// not hold. Istio's delta client can lose one when a listener's dependencies churn (its
+// subscription is kept but the resource was removed, so istiod does not send it again);
+// Envoy would be stuck too, but the harness reconnects, as a restarted Envoy would.
+func (s Snapshot) danglingRoutes() []string {
+	have := map[string]bool{}
+	for _, r := range s.Routes {
+		have[r.GetName()] = true
+	}
+	var out []string
+	for _, name := range xdstest.ExtractRoutesFromListeners(s.Listeners) {
+		if !have[name] && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // Snapshot copies the proxy's current configuration, sorted by name.
@@ -200,6 +240,7 @@ func (p *Proxy) Snapshot() (Snapshot, error) {
 func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duration, check func(Snapshot) error) (time.Duration, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	var danglingSince time.Time
 	for {
 		p.mu.Lock()
 		changed := p.changed
@@ -214,7 +255,20 @@ func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duratio
 				return at.Sub(since), nil
 			}
 		}
+		switch dangling := s.danglingRoutes(); {
+		case len(dangling) == 0:
+			danglingSince = time.Time{}
+		case danglingSince.IsZero():
+			danglingSince = time.Now()
+		case time.Since(danglingSince) > 2*time.Second:
+			danglingSince = time.Time{}
+			if err := p.dial(ctx, timeout); err != nil {
+				return 0, fmt.Errorf("reconnect for route configurations %v: %w", dangling, err)
+			}
+			continue
+		}
 		select {
+		case <-time.After(time.Second): // re-examine dangling routes even without a push
 		case <-changed:
 		case <-deadline.C:
 			return 0, fmt.Errorf("not within %s: %w", timeout, err)
@@ -226,10 +280,14 @@ func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duratio
 
 // Close ends the connection.
 func (p *Proxy) Close() {
-	if p.cancel != nil {
-		p.cancel()
+	p.mu.Lock()
+	cancel, client := p.cancel, p.client
+	p.cancel, p.client = nil, nil
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
 	}
-	if p.client != nil {
-		p.client.Close()
+	if client != nil {
+		client.Close()
 	}
 }

@@ -232,17 +232,17 @@ var _ = Describe("Mesh governance", Label("governance"), func() {
 			}
 			all := func(s xds.Snapshot) bool { c, v := crowd(s); return c >= n && v >= n }
 			none := func(s xds.Snapshot) bool { c, v := crowd(s); return c == 0 && v == 0 }
-			full := settle(ctx, client, all)
+			full := settle(ctx, client, n, all)
 
 			sidecar := &networkingv1.Sidecar{ObjectMeta: metav1.ObjectMeta{Namespace: home, Name: "default"}}
 			sidecar.Spec.Egress = []*networkingapi.IstioEgressListener{{Hosts: []string{"./*", addon.RootNamespace + "/*"}}}
 			world.Create(ctx, sidecar)
-			scoped := settle(ctx, client, none)
+			scoped := settle(ctx, client, n, none)
 			Expect(world.Client.Delete(ctx, sidecar)).To(Succeed())
-			settle(ctx, client, all)
+			settle(ctx, client, n, all)
 
 			world.SetSharedMeshConfig(ctx, world.Revision(), discoverySelectors(world.RunID))
-			selected := settle(ctx, client, none)
+			selected := settle(ctx, client, n, none)
 
 			point := map[string]any{"unselectedNamespaces": n, "full": full, "sidecar": scoped, "discoverySelectors": selected}
 			AddReportEntry(report.ConfigSizeEntry, point)
@@ -278,11 +278,12 @@ func discoverySelectors(run string) string {
 	return fmt.Sprintf("discoverySelectors:\n- matchLabels:\n    conformance-discovery: %s\n- matchLabels:\n    kubernetes.io/metadata.name: %s\n", run, addon.RootNamespace)
 }
 
-// settle waits until done holds for the proxy's config and returns its size then.
-func settle(ctx context.Context, w workload, done func(xds.Snapshot) bool) xds.Size {
+// settle waits until done holds for the proxy's config and returns its size then. A
+// crowd of n namespaces takes istiod longer to push: the wait grows with it.
+func settle(ctx context.Context, w workload, n int, done func(xds.Snapshot) bool) xds.Size {
 	GinkgoHelper()
 	var size xds.Size
-	_, err := w.proxy.Await(ctx, time.Now(), world.Timeout, func(s xds.Snapshot) error {
+	_, err := w.proxy.Await(ctx, time.Now(), world.Timeout+time.Duration(n)*100*time.Millisecond, func(s xds.Snapshot) error {
 		size = s.Size()
 		if !done(s) {
 			return fmt.Errorf("not there yet: %+v", size)
