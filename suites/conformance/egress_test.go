@@ -38,18 +38,13 @@ const (
 // egress waits until the client's served config gives want for a call to host:port.
 func egress(ctx context.Context, c workload, host string, port int, tls bool, want string, since time.Time, step runbook.Step) verdict.Egress {
 	GinkgoHelper()
-	var got verdict.Egress
-	took, err := c.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
-		got = verdict.Outbound(s, host, port, tls)
+	return served(ctx, c.proxy, since, step, c.at(), func(s xds.Snapshot) (verdict.Egress, error) {
+		got := verdict.Outbound(s, host, port, tls)
 		if got.Outcome() != want {
-			return fmt.Errorf("%s", got)
+			return got, fmt.Errorf("%s", got)
 		}
-		return nil
+		return got, nil
 	})
-	Expect(err).NotTo(HaveOccurred(), step.Explain(got, c.ns, c.pod.Name))
-	propagation(took)
-	record(got)
-	return got
 }
 
 func serviceEntry(ns, name, host string, exportTo ...string) *networkingv1.ServiceEntry {

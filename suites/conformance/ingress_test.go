@@ -45,22 +45,17 @@ func ingressGateway(ctx context.Context, t addon.IngressType) *xds.Proxy {
 	return world.GatewayProxy(ctx, pod, deployment)
 }
 
-// shopRoute waits until the gateway's served config routes host/path as want says: the
-// cluster it reaches, or "" for no route (Envoy answers 404, flag NR).
+// shopRoute waits until the gateway's served config routes host as wanted: to
+// wantCluster, or nowhere when it is "" (Envoy answers 404, flag NR).
 func shopRoute(ctx context.Context, gw *xds.Proxy, host, wantCluster string, since time.Time, step runbook.Step) verdict.HTTPRoute {
 	GinkgoHelper()
-	var got verdict.HTTPRoute
-	took, err := gw.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
-		got = verdict.Route(s, simulation.CallModeGateway, host, gatewayHTTPPort, "/productpage")
+	return served(ctx, gw, since, step, []any{gw.ID.Workload}, func(s xds.Snapshot) (verdict.HTTPRoute, error) {
+		got := verdict.Route(s, simulation.CallModeGateway, host, gatewayHTTPPort, "/productpage")
 		if got.Cluster != wantCluster || (wantCluster == "" && got.Error == "") {
-			return fmt.Errorf("%s", got)
+			return got, fmt.Errorf("%s", got)
 		}
-		return nil
+		return got, nil
 	})
-	Expect(err).NotTo(HaveOccurred(), step.Explain(got, gw.ID.Workload))
-	propagation(took)
-	record(got)
-	return got
 }
 
 func shopGateway(ns, selector string) *networkingv1.Gateway {

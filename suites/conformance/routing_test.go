@@ -74,38 +74,32 @@ func to(host, subset string, weight int32) *networkingapi.HTTPRouteDestination {
 // servedRoute waits until the client's route for reviews (at path) passes check.
 func servedRoute(ctx context.Context, c workload, host, path string, since time.Time, step runbook.Step, check func(*route.VirtualHost, *route.Route) error) {
 	GinkgoHelper()
-	var got verdict.HTTPRoute
-	var why error
-	took, err := c.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
-		got = verdict.Route(s, simulation.CallModeOutbound, host, reviewsPort, path)
+	served(ctx, c.proxy, since, step, c.at(), func(s xds.Snapshot) (verdict.HTTPRoute, error) {
+		got := verdict.Route(s, simulation.CallModeOutbound, host, reviewsPort, path)
 		if got.Config == nil {
-			return fmt.Errorf("%s", got)
+			return got, fmt.Errorf("%s", got)
 		}
-		why = check(verdict.VirtualHost(s, got.RouteConfig, got.VirtualHost), got.Config)
-		return why
+		if err := check(verdict.VirtualHost(s, got.RouteConfig, got.VirtualHost), got.Config); err != nil {
+			return got, fmt.Errorf("%s: %w", got, err)
+		}
+		return got, nil
 	})
-	Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprintf("%s; %v", got, why)}, c.ns, c.pod.Name))
-	propagation(took)
-	record(got)
 }
 
 // servedCluster waits until the client's cluster name passes check.
 func servedCluster(ctx context.Context, c workload, name string, since time.Time, step runbook.Step, check func(*cluster.Cluster) error) {
 	GinkgoHelper()
-	var why error
-	took, err := c.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
+	served(ctx, c.proxy, since, step, c.at(), func(s xds.Snapshot) (string, error) {
 		for _, cl := range s.Clusters {
 			if cl.GetName() == name {
-				why = check(cl)
-				return why
+				if err := check(cl); err != nil {
+					return err.Error(), err
+				}
+				return name, nil
 			}
 		}
-		why = fmt.Errorf("no cluster %s", name)
-		return why
+		return "no cluster " + name, fmt.Errorf("no cluster %s", name)
 	})
-	Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprint(why)}, c.ns, c.pod.Name))
-	propagation(took)
-	record(map[string]string{"cluster": name})
 }
 
 type routeCase struct {

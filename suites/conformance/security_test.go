@@ -62,42 +62,29 @@ func meshNamespace(ctx context.Context, purpose string) string {
 	return world.Namespace(ctx, purpose, map[string]string{addon.RevisionLabel: world.Revision()})
 }
 
-// inbound waits until the server's served config gives want for a connection, and
-// returns the verdict and how long after since it held (the propagation time).
+// inbound waits until the server's served config gives the wanted verdict for a
+// connection.
 func inbound(ctx context.Context, server workload, port int, tls verdict.TLS, accepted bool, since time.Time, step runbook.Step) verdict.Connection {
 	GinkgoHelper()
-	var got verdict.Connection
-	took, err := server.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
-		got = verdict.Inbound(s, port, tls)
+	return served(ctx, server.proxy, since, step, server.at(), func(s xds.Snapshot) (verdict.Connection, error) {
+		got := verdict.Inbound(s, port, tls)
 		if got.Accepted != accepted {
-			return fmt.Errorf("%s", got)
+			return got, fmt.Errorf("%s", got)
 		}
-		return nil
+		return got, nil
 	})
-	Expect(err).NotTo(HaveOccurred(), step.Explain(got, server.ns, server.pod.Name))
-	propagation(took)
-	return got
 }
 
 // authorize waits until the server's RBAC filters give allowed for req.
 func authorize(ctx context.Context, server workload, req verdict.Request, tls verdict.TLS, allowed bool, since time.Time, step runbook.Step) verdict.Decision {
 	GinkgoHelper()
-	var got verdict.Decision
-	took, err := server.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
-		conn := verdict.Inbound(s, httpPort, tls)
-		d, err := conn.Authorize(req)
-		if err != nil {
-			return err
+	return served(ctx, server.proxy, since, step, server.at(), func(s xds.Snapshot) (verdict.Decision, error) {
+		d, err := verdict.Inbound(s, httpPort, tls).Authorize(req)
+		if err == nil && d.Allowed != allowed {
+			err = fmt.Errorf("%s", d)
 		}
-		got = d
-		if d.Allowed != allowed {
-			return fmt.Errorf("%s", d)
-		}
-		return nil
+		return d, err
 	})
-	Expect(err).NotTo(HaveOccurred(), step.Explain(got, server.ns, server.pod.Name))
-	propagation(took)
-	return got
 }
 
 func peerAuthentication(ns, name string, mode securityapi.PeerAuthentication_MutualTLS_Mode, selector map[string]string) *securityv1.PeerAuthentication {
@@ -122,8 +109,8 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 		step := runbook.Step{Ref: "seed §3: the add-on's mesh default is PERMISSIVE", Confirm: confirmInbound,
 			Expected: "the server's inbound port accepts both plaintext and mTLS",
 			Fix:      "look for a PeerAuthentication in aks-istio-system or the namespace: kubectl get peerauthentication -A"}
-		record(inbound(ctx, server, httpPort, verdict.Plaintext, true, time.Now(), step))
-		record(inbound(ctx, server, httpPort, verdict.MTLS, true, time.Now(), step))
+		inbound(ctx, server, httpPort, verdict.Plaintext, true, time.Now(), step)
+		inbound(ctx, server, httpPort, verdict.MTLS, true, time.Now(), step)
 	})
 
 	It("namespace STRICT rejects plaintext and accepts mTLS", func(ctx SpecContext) {
@@ -134,8 +121,8 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 		step := runbook.Step{Ref: "seed §3: PeerAuthentication STRICT in the namespace", Confirm: confirmInbound,
 			Expected: "plaintext matches no inbound filter chain; mTLS is accepted",
 			Fix:      "kubectl get peerauthentication -n <ns> -o yaml: spec.mtls.mode STRICT, no selector"}
-		record(inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step))
-		record(inbound(ctx, server, httpPort, verdict.MTLS, true, applied, step))
+		inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step)
+		inbound(ctx, server, httpPort, verdict.MTLS, true, applied, step)
 	})
 
 	It("mesh-wide STRICT in aks-istio-system applies to every namespace", Label("mesh-wide"), func(ctx SpecContext) {
@@ -146,7 +133,7 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 		step := runbook.Step{Ref: "troubleshooting row 3: mesh-wide policy belongs in aks-istio-system", Confirm: confirmInbound,
 			Expected: "a selector-less STRICT PeerAuthentication in the root namespace makes every namespace reject plaintext",
 			Fix:      "apply mesh-wide policies in aks-istio-system, the add-on's root namespace"}
-		record(inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step))
+		inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step)
 	})
 
 	It("the same policy in istio-system changes nothing (row 3)", Label("mesh-wide"), func(ctx SpecContext) {
@@ -161,7 +148,7 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 			Confirm:  "kubectl get peerauthentication -n istio-system; " + confirmInbound,
 			Expected: "plaintext still accepted: istio-system is not the add-on's root namespace",
 			Fix:      "move the policy to aks-istio-system"}
-		record(inbound(ctx, server, httpPort, verdict.Plaintext, true, time.Now(), step))
+		inbound(ctx, server, httpPort, verdict.Plaintext, true, time.Now(), step)
 	})
 
 	It("a workload selector scopes STRICT to the selected workload", func(ctx SpecContext) {
@@ -173,9 +160,9 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 		step := runbook.Step{Ref: "seed §3: PeerAuthentication scope (selector)", Confirm: confirmInbound,
 			Expected: "the selected workload rejects plaintext; the other workload in the namespace still accepts it",
 			Fix:      "spec.selector.matchLabels must match the pod labels of the intended workload only"}
-		record(inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step))
+		inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step)
 		barrier(ctx, other, "PeerAuthentication", &securityv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "server-strict"}})
-		record(inbound(ctx, other, httpPort, verdict.Plaintext, true, time.Now(), step))
+		inbound(ctx, other, httpPort, verdict.Plaintext, true, time.Now(), step)
 	})
 
 	It("portLevelMtls overrides the workload's mode for one port", func(ctx SpecContext) {
@@ -188,8 +175,8 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 		step := runbook.Step{Ref: "seed §3: PeerAuthentication portLevelMtls", Confirm: confirmInbound,
 			Expected: fmt.Sprintf("port %d (PERMISSIVE) accepts plaintext; port %d (STRICT) rejects it", httpPort, adminPort),
 			Fix:      "portLevelMtls keys are container (target) ports and need a workload selector"}
-		record(inbound(ctx, server, adminPort, verdict.Plaintext, false, applied, step))
-		record(inbound(ctx, server, httpPort, verdict.Plaintext, true, applied, step))
+		inbound(ctx, server, adminPort, verdict.Plaintext, false, applied, step)
+		inbound(ctx, server, httpPort, verdict.Plaintext, true, applied, step)
 	})
 
 	It("an un-injected client's plaintext is rejected by a STRICT server (row 4)", func(ctx SpecContext) {
@@ -203,7 +190,7 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 			Confirm:  "kubectl get pod -n <client ns> -o jsonpath='{..containers[*].name}'; " + confirmInbound,
 			Expected: "the un-injected client can only send plaintext, which the STRICT server rejects (503 UC through a proxy, a reset without)",
 			Fix:      "inject the client (istio.io/rev on its namespace and a restart) or set the server to PERMISSIVE during migration"}
-		record(inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step))
+		inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step)
 	})
 
 	It("a DestinationRule with tls DISABLE makes the client send plaintext to a STRICT server (row 5)", func(ctx SpecContext) {
@@ -215,7 +202,7 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 			Expected: "the client's cluster for the server sends plaintext, and the STRICT server rejects plaintext",
 			Fix:      "set trafficPolicy.tls.mode ISTIO_MUTUAL (or remove tls) in the DestinationRule"}
 		sent := clientTLS(ctx, client, host, verdict.Plaintext, applied, step)
-		record(inbound(ctx, server, httpPort, sent, false, time.Now(), step))
+		inbound(ctx, server, httpPort, sent, false, time.Now(), step)
 	})
 
 	It("ISTIO_MUTUAL in the DestinationRule restores mTLS (row 5 fix)", func(ctx SpecContext) {
@@ -226,7 +213,7 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 			Confirm: "istioctl proxy-config cluster -n %s %s --fqdn " + host + " -o json --istioNamespace aks-istio-system",
 			Fix:     "trafficPolicy.tls.mode ISTIO_MUTUAL"}
 		sent := clientTLS(ctx, client, host, verdict.MTLS, applied, step)
-		record(inbound(ctx, server, httpPort, sent, true, time.Now(), step))
+		inbound(ctx, server, httpPort, sent, true, time.Now(), step)
 	})
 })
 
@@ -245,7 +232,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 		step := runbook.Step{Ref: "seed §3: no AuthorizationPolicy means allow", Confirm: confirmAuthz,
 			Expected: "no RBAC filter on the server: every request is allowed",
 			Fix:      "kubectl get authorizationpolicy -n <ns>,aks-istio-system"}
-		record(authorize(ctx, server, get(stranger, "/"), verdict.MTLS, true, time.Now(), step))
+		authorize(ctx, server, get(stranger, "/"), verdict.MTLS, true, time.Now(), step)
 	})
 
 	It("the first ALLOW policy denies everything it does not match (row 6)", func(ctx SpecContext) {
@@ -256,9 +243,9 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 		step := runbook.Step{Ref: "troubleshooting row 6: 403 RBAC: access denied after the first ALLOW policy", Confirm: confirmAuthz,
 			Expected: "the named principal is allowed; every other caller, plaintext included, is denied by default",
 			Fix:      "add ALLOW rules for every legitimate caller (principals or namespaces), then apply"}
-		record(authorize(ctx, server, get(friend, "/"), verdict.MTLS, true, applied, step))
-		record(authorize(ctx, server, get(stranger, "/"), verdict.MTLS, false, applied, step))
-		record(authorize(ctx, server, verdict.Request{Method: "GET", Path: "/", Port: httpPort}, verdict.Plaintext, false, applied, step))
+		authorize(ctx, server, get(friend, "/"), verdict.MTLS, true, applied, step)
+		authorize(ctx, server, get(stranger, "/"), verdict.MTLS, false, applied, step)
+		authorize(ctx, server, verdict.Request{Method: "GET", Path: "/", Port: httpPort}, verdict.Plaintext, false, applied, step)
 	})
 
 	It("a DENY policy overrides an ALLOW policy", func(ctx SpecContext) {
@@ -274,8 +261,8 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 		step := runbook.Step{Ref: "seed §3: DENY is evaluated before ALLOW", Confirm: confirmAuthz,
 			Expected: "the friend namespace may GET / but not /admin",
 			Fix:      "a DENY policy wins over any ALLOW: narrow its rules"}
-		record(authorize(ctx, server, get(friend, "/admin/users"), verdict.MTLS, false, applied, step))
-		record(authorize(ctx, server, get(friend, "/"), verdict.MTLS, true, applied, step))
+		authorize(ctx, server, get(friend, "/admin/users"), verdict.MTLS, false, applied, step)
+		authorize(ctx, server, get(friend, "/"), verdict.MTLS, true, applied, step)
 	})
 
 	It("an AUDIT policy does not enforce", func(ctx SpecContext) {
@@ -287,19 +274,14 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 			Expected: "with only an AUDIT policy every request is still allowed",
 			Fix:      "AUDIT needs a telemetry provider to log; it never denies"}
 		// Wait for the AUDIT filter itself, so the verdict is not the pre-policy "no filter".
-		took, err := server.proxy.Await(ctx, applied, world.Timeout, func(s xds.Snapshot) error {
+		served(ctx, server.proxy, applied, step, server.at(), func(s xds.Snapshot) (verdict.Decision, error) {
 			d, err := verdict.Inbound(s, httpPort, verdict.MTLS).Authorize(get(stranger, "/"))
-			if err != nil {
-				return err
+			if err == nil && len(d.Policies) == 0 {
+				err = fmt.Errorf("no RBAC filter yet")
 			}
-			if len(d.Policies) == 0 {
-				return fmt.Errorf("no RBAC filter yet")
-			}
-			return nil
+			return d, err
 		})
-		Expect(err).NotTo(HaveOccurred(), step.Explain(list{"no AUDIT (LOG) RBAC filter served"}, server.ns, server.pod.Name))
-		propagation(took)
-		record(authorize(ctx, server, get(stranger, "/"), verdict.MTLS, true, applied, step))
+		authorize(ctx, server, get(stranger, "/"), verdict.MTLS, true, applied, step)
 	})
 
 	It("matches sources by principal and namespace and operations by method and path", func(ctx SpecContext) {
@@ -317,11 +299,11 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 		post := func(from workload, path string) verdict.Request {
 			return verdict.Request{Principal: from.principal(), Method: "POST", Path: path, Port: httpPort}
 		}
-		record(authorize(ctx, server, get(friend, "/api/orders"), verdict.MTLS, true, applied, step))
-		record(authorize(ctx, server, post(friend, "/api/orders"), verdict.MTLS, false, applied, step))
-		record(authorize(ctx, server, get(friend, "/admin"), verdict.MTLS, false, applied, step))
-		record(authorize(ctx, server, post(stranger, "/upload"), verdict.MTLS, true, applied, step))
-		record(authorize(ctx, server, get(stranger, "/api/orders"), verdict.MTLS, false, applied, step))
+		authorize(ctx, server, get(friend, "/api/orders"), verdict.MTLS, true, applied, step)
+		authorize(ctx, server, post(friend, "/api/orders"), verdict.MTLS, false, applied, step)
+		authorize(ctx, server, get(friend, "/admin"), verdict.MTLS, false, applied, step)
+		authorize(ctx, server, post(stranger, "/upload"), verdict.MTLS, true, applied, step)
+		authorize(ctx, server, get(stranger, "/api/orders"), verdict.MTLS, false, applied, step)
 	})
 
 	It("leaves the connected proxies SYNCED in istiod's sync status after a change", Label("sync"), func(ctx SpecContext) {
@@ -371,21 +353,13 @@ func destinationRule(ns, name, host string, mode networkingapi.ClientTLSSettings
 func clientTLS(ctx context.Context, c workload, host string, want verdict.TLS, since time.Time, step runbook.Step) verdict.TLS {
 	GinkgoHelper()
 	cluster := fmt.Sprintf("outbound|%d||%s", httpPort, host)
-	var got verdict.TLS
-	took, err := c.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
-		var err error
-		if got, err = verdict.ClientTLS(s, cluster); err != nil {
-			return err
+	return served(ctx, c.proxy, since, step, c.at(), func(s xds.Snapshot) (verdict.TLS, error) {
+		got, err := verdict.ClientTLS(s, cluster)
+		if err == nil && got != want {
+			err = fmt.Errorf("cluster %s sends %s", cluster, got)
 		}
-		if got != want {
-			return fmt.Errorf("cluster %s sends %s", cluster, got)
-		}
-		return nil
+		return got, err
 	})
-	Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprintf("cluster %s sends %q", cluster, got)}, c.ns, c.pod.Name))
-	propagation(took)
-	record(map[string]string{"client": c.pod.Name + "." + c.ns, "cluster": cluster, "sends": string(got)})
-	return got
 }
 
 func allowPolicy(ns, name string, rules ...*securityapi.Rule) *securityv1.AuthorizationPolicy {

@@ -35,24 +35,20 @@ var scrapeAnnotations = map[string]string{"prometheus.io/scrape": "true", "prome
 // accessLogs waits until the proxy's listeners log to /dev/stdout (want) or nowhere.
 func accessLogs(ctx context.Context, w workload, want bool, since time.Time, step runbook.Step) {
 	GinkgoHelper()
-	var logs map[string][]string
-	took, err := w.proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
-		var err error
-		if logs, err = verdict.FileAccessLogs(s); err != nil {
-			return err
+	served(ctx, w.proxy, since, step, w.at(), func(s xds.Snapshot) (map[string][]string, error) {
+		logs, err := verdict.FileAccessLogs(s)
+		if err != nil {
+			return nil, err
 		}
 		logging := false
 		for _, paths := range logs {
 			logging = logging || strings.Join(paths, ",") == "/dev/stdout"
 		}
 		if logging != want {
-			return fmt.Errorf("listeners logging to files: %v", logs)
+			return logs, fmt.Errorf("listeners logging to files: %v", logs)
 		}
-		return nil
+		return logs, nil
 	})
-	Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprint(logs)}, w.ns, w.pod.Name))
-	propagation(took)
-	record(map[string]any{"proxy": w.pod.Name + "." + w.ns, "fileAccessLogs": logs})
 }
 
 var _ = Describe("Telemetry: metrics", Label("telemetry"), func() {
@@ -196,17 +192,15 @@ var _ = Describe("Mesh governance", Label("governance"), func() {
 			Confirm:  "istioctl proxy-config cluster -n %s %s --istioNamespace aks-istio-system",
 			Expected: "the proxy keeps " + visibleCluster + " and loses " + hiddenCluster,
 			Fix:      "label every namespace the mesh must see with the selector's label"}
-		var clusters []string
-		took, err := client.proxy.Await(ctx, applied, world.Timeout, func(s xds.Snapshot) error {
-			clusters = clusterNames(s)
-			if slices.Contains(clusters, hiddenCluster) || !slices.Contains(clusters, visibleCluster) {
-				return fmt.Errorf("hidden present %t, visible present %t", slices.Contains(clusters, hiddenCluster), slices.Contains(clusters, visibleCluster))
+		served(ctx, client.proxy, applied, step, client.at(), func(s xds.Snapshot) (string, error) {
+			clusters := clusterNames(s)
+			hiddenThere, visibleThere := slices.Contains(clusters, hiddenCluster), slices.Contains(clusters, visibleCluster)
+			summary := fmt.Sprintf("%d clusters; hidden present %t, visible present %t", len(clusters), hiddenThere, visibleThere)
+			if hiddenThere || !visibleThere {
+				return summary, fmt.Errorf("%s", summary)
 			}
-			return nil
+			return summary, nil
 		})
-		Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprintf("%d clusters", len(clusters))}, client.ns, client.pod.Name))
-		propagation(took)
-		record(map[string]any{"clusters": len(clusters)})
 	})
 
 	DescribeTable("served config shrinks with discoverySelectors and with a Sidecar as unselected namespaces grow (row 14)",
