@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -96,7 +97,8 @@ func down(args []string) error {
 	return nil
 }
 
-// sweep deletes the namespaces of runs that did not clean up (a crash, a kill -9).
+// sweep deletes what runs that did not clean up (a crash, a kill -9) left: their
+// namespaces and revision tags.
 func sweep(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("sweep", flag.ExitOnError)
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "cluster to sweep")
@@ -123,6 +125,26 @@ func sweep(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("deleted namespace %s (run %s)\n", ns.Name, ns.Labels[kube.RunLabel])
 	}
-	fmt.Printf("swept %d namespaces\n", len(nss.Items))
+	// Revision tags are cluster-wide; the suite names its own <run id>-tag.
+	var hooks admissionregistrationv1.MutatingWebhookConfigurationList
+	if err := c.List(ctx, &hooks, client.HasLabels{"istio.io/tag"}); err != nil {
+		return err
+	}
+	tags := 0
+	for i := range hooks.Items {
+		hook := &hooks.Items[i]
+		if !strings.HasPrefix(hook.Labels["istio.io/tag"], runPrefix) {
+			continue
+		}
+		if err := client.IgnoreNotFound(c.Delete(ctx, hook)); err != nil {
+			return err
+		}
+		fmt.Printf("deleted revision tag webhook %s\n", hook.Name)
+		tags++
+	}
+	fmt.Printf("swept %d namespaces and %d revision tags\n", len(nss.Items), tags)
 	return nil
 }
+
+// runPrefix starts every run id (see suites/conformance newRunID).
+const runPrefix = "asmc-"
