@@ -217,7 +217,8 @@ func (s Snapshot) danglingRoutes() []string {
 	return out
 }
 
-// Snapshot copies the proxy's current configuration, sorted by name.
+// Snapshot copies the proxy's current configuration, sorted by name. Route
+// configurations no listener names any more are left out, as Envoy drops them.
 func (p *Proxy) Snapshot() (Snapshot, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -228,8 +229,11 @@ func (p *Proxy) Snapshot() (Snapshot, error) {
 	for _, name := range slices.Sorted(maps.Keys(p.clusters)) {
 		s.Clusters = append(s.Clusters, p.clusters[name])
 	}
+	referenced := xdstest.ExtractRoutesFromListeners(s.Listeners)
 	for _, name := range slices.Sorted(maps.Keys(p.routes)) {
-		s.Routes = append(s.Routes, p.routes[name])
+		if slices.Contains(referenced, name) {
+			s.Routes = append(s.Routes, p.routes[name])
+		}
 	}
 	return s, nil
 }
