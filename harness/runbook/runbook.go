@@ -34,6 +34,8 @@ func (s Step) Explain(observed fmt.Stringer, args ...any) func() string {
 			if i := strings.Index(confirm, "%!(EXTRA"); i >= 0 {
 				confirm = confirm[:i]
 			}
+			// ... or fewer: leave a placeholder the reader fills in.
+			confirm = strings.ReplaceAll(confirm, "%!s(MISSING)", "<name>")
 			fmt.Fprintf(&b, "\n  confirm:  %s", confirm)
 		}
 		if s.Fix != "" {

@@ -27,3 +27,10 @@ func TestExplainDropsArgumentsTheCommandDoesNotUse(t *testing.T) {
 		t.Errorf("confirm line mangled:\n%s", msg)
 	}
 }
+
+func TestExplainMarksArgumentsTheSpecDidNotGive(t *testing.T) {
+	msg := Step{Confirm: "kubectl get pod -n %s %s"}.Explain(seen("x"), "ns1")()
+	if !strings.Contains(msg, "kubectl get pod -n ns1 <name>") {
+		t.Errorf("confirm line:\n%s", msg)
+	}
+}
