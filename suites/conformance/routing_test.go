@@ -14,6 +14,7 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1"
@@ -170,9 +171,8 @@ var _ = Describe("Traffic management: routes", Label("routing"), func() {
 			expect: "the route's envoy.filters.http.fault config aborts with 503 and delays 2s",
 			check: func(_ string, _ *route.VirtualHost, r *route.Route) error {
 				var f faultv3.HTTPFault
-				anyCfg := r.GetTypedPerFilterConfig()["envoy.filters.http.fault"]
-				if anyCfg == nil || anyCfg.UnmarshalTo(&f) != nil {
-					return fmt.Errorf("no fault filter config on the route")
+				if err := perFilterConfig(r, "envoy.filters.http.fault", &f); err != nil {
+					return err
 				}
 				if f.GetAbort().GetHttpStatus() != 503 || f.GetDelay().GetFixedDelay().AsDuration() != 2*time.Second {
 					return fmt.Errorf("fault %v", &f)
@@ -288,9 +288,8 @@ var _ = Describe("Traffic management: routes", Label("routing"), func() {
 			expect: "the route's CORS policy allows origin https://shop.contoso.com",
 			check: func(_ string, _ *route.VirtualHost, r *route.Route) error {
 				var cors corsv3.CorsPolicy
-				anyCfg := r.GetTypedPerFilterConfig()["envoy.filters.http.cors"]
-				if anyCfg == nil || anyCfg.UnmarshalTo(&cors) != nil {
-					return fmt.Errorf("no CORS filter config on the route")
+				if err := perFilterConfig(r, "envoy.filters.http.cors", &cors); err != nil {
+					return err
 				}
 				for _, o := range cors.GetAllowOriginStringMatch() {
 					if o.GetExact() == "https://shop.contoso.com" {
@@ -372,6 +371,15 @@ var _ = Describe("Traffic management: traffic", Label("routing", "dataplane"), f
 		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
 	})
 })
+
+// perFilterConfig decodes a route's per-filter config of the named HTTP filter into into.
+func perFilterConfig(r *route.Route, filter string, into proto.Message) error {
+	cfg := r.GetTypedPerFilterConfig()[filter]
+	if cfg == nil {
+		return fmt.Errorf("no %s config on the route", filter)
+	}
+	return cfg.UnmarshalTo(into)
+}
 
 // expectSynced waits until istiod's sync status shows the workload's proxy SYNCED.
 func expectSynced(ctx context.Context, w workload, step runbook.Step) {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -75,14 +74,7 @@ func New(c client.Client, rt Runtime, rec *timing.Recorder) *Emulator {
 
 // Revisions lists the revisions this emulator enabled and whose istiod is serving.
 func (e *Emulator) Revisions(context.Context) ([]string, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	revs := make([]string, 0, len(e.enabled))
-	for r := range e.enabled {
-		revs = append(revs, r)
-	}
-	sort.Strings(revs)
-	return revs, nil
+	return e.sortedRevisions(), nil
 }
 
 // Enable installs a revision's control plane in the add-on's layout, like

@@ -21,6 +21,7 @@ import (
 	"github.com/aks-istio-conformance/conformance/harness/pki"
 	"github.com/aks-istio-conformance/conformance/harness/process"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
+	"github.com/aks-istio-conformance/conformance/harness/target"
 )
 
 // istiodPorts are one revision's loopback ports; each revision has its own, ctrlz
@@ -237,6 +238,21 @@ func (r *istiodRuntime) stop() error {
 		errs = append(errs, r.Stop(context.Background(), rev))
 	}
 	return errors.Join(errs...)
+}
+
+// endpoints are the loopback addresses of a running revision's istiod.
+func (r *istiodRuntime) endpoints(revision string) (target.IstiodEndpoints, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ports, ok := r.ports[revision]
+	if !ok {
+		return target.IstiodEndpoints{}, fmt.Errorf("revision %s is not running on the local target", revision)
+	}
+	return target.IstiodEndpoints{
+		XDS:        fmt.Sprintf("127.0.0.1:%d", ports.GRPC),
+		Debug:      fmt.Sprintf("http://127.0.0.1:%d", ports.HTTP),
+		Monitoring: fmt.Sprintf("http://127.0.0.1:%d", ports.Monitoring),
+	}, nil
 }
 
 func (r *istiodRuntime) pids() []int {

@@ -80,17 +80,7 @@ func (l *Local) Phases() []timing.Phase   { return l.rec.Phases() }
 
 // Istiod returns the loopback addresses of a revision's istiod process.
 func (l *Local) Istiod(_ context.Context, revision string) (target.IstiodEndpoints, error) {
-	l.istiod.mu.Lock()
-	defer l.istiod.mu.Unlock()
-	ports, ok := l.istiod.ports[revision]
-	if !ok {
-		return target.IstiodEndpoints{}, fmt.Errorf("revision %s is not running on the local target", revision)
-	}
-	return target.IstiodEndpoints{
-		XDS:        fmt.Sprintf("127.0.0.1:%d", ports.GRPC),
-		Debug:      fmt.Sprintf("http://127.0.0.1:%d", ports.HTTP),
-		Monitoring: fmt.Sprintf("http://127.0.0.1:%d", ports.Monitoring),
-	}, nil
+	return l.istiod.endpoints(revision)
 }
 
 func (l *Local) Capabilities() target.Capabilities {
