@@ -4,8 +4,18 @@
 //	asm-conformance up    [--revisions asm-1-28] [--dir reports/up]   start it and leave it running
 //	asm-conformance down  [--dir reports/up]                          stop it
 //	asm-conformance sweep --kubeconfig FILE                           delete what crashed runs left
+//	asm-conformance check-report [--dir reports/latest]               render report.html in headless
+//	                                                                  Chromium, check it against junit.xml,
+//	                                                                  save report.png beside it
+//	asm-conformance soak [--runs 10] -- <suite command>               run the suite N times in random
+//	                                                                  order, report failures per spec
+//	asm-conformance leftovers --dir DIR [--was FILE]                  list processes a run left behind
+//	asm-conformance istioctl-path [--revision asm-1-28]              print the directory of its istioctl
+//	asm-conformance doctor [-kubeconfig FILE] [-output table|json]   read-only check of the cluster against
+//	                                                                  the add-on's troubleshooting table
 //
-// `make up` and `make down` call it. The conformance run itself is `make conformance`.
+// `make up`, `make down` and `make check-report` call it. The conformance run itself is
+// `make conformance`.
 package main
 
 import (
@@ -18,6 +28,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,9 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/aks-istio-conformance/conformance/harness/kube"
-	"github.com/aks-istio-conformance/conformance/harness/target"
-	"github.com/aks-istio-conformance/conformance/harness/target/local"
-	"github.com/aks-istio-conformance/conformance/harness/targets"
+	"github.com/aks-istio-conformance/conformance/harness/report"
 )
 
 func main() {
@@ -40,10 +49,24 @@ func main() {
 	switch os.Args[1] {
 	case "up":
 		err = up(ctx, os.Args[2:])
+	case "serve":
+		err = serve(ctx, os.Args[2:])
 	case "down":
 		err = down(os.Args[2:])
 	case "sweep":
 		err = sweep(ctx, os.Args[2:])
+	case "compare":
+		err = compare(os.Args[2:])
+	case "check-report":
+		err = checkReport(ctx, os.Args[2:])
+	case "soak":
+		err = soakCmd(ctx, os.Args[2:])
+	case "leftovers":
+		err = leftoversCmd(os.Args[2:])
+	case "istioctl-path":
+		err = istioctlPath(os.Args[2:])
+	case "doctor":
+		err = doctorCmd(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -54,47 +77,8 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: asm-conformance up|down|sweep [flags]  (-h after a verb lists its flags)")
+	fmt.Fprintln(os.Stderr, "usage: asm-conformance up|down|sweep|check-report|soak|leftovers|istioctl-path|doctor [flags]  (-h after a verb lists its flags)")
 	os.Exit(2)
-}
-
-func up(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("up", flag.ExitOnError)
-	revisions := fs.String("revisions", "asm-1-28", "comma-separated revisions to enable")
-	dir := fs.String("dir", filepath.Join("reports", "up"), "state, PKI, kubeconfig and component logs")
-	_ = fs.Parse(args)
-	abs, err := filepath.Abs(*dir)
-	if err != nil {
-		return err
-	}
-	if kc := local.Running(abs); kc != "" {
-		return fmt.Errorf("a local target is already running from %s (KUBECONFIG=%s): run `make down` first", abs, kc)
-	}
-	t, err := targets.Open(ctx, target.Options{Name: "local", Revisions: strings.Split(*revisions, ","), WorkDir: abs, Detached: true})
-	if err != nil {
-		return err
-	}
-	for _, p := range t.Phases() {
-		fmt.Printf("  %-40s %6.2fs\n", p.Name, p.Seconds)
-	}
-	fmt.Printf("local target is up (logs in %s/logs). Use it with:\n  export KUBECONFIG=%s\nStop it with `make down`.\n",
-		abs, t.KubeconfigPath())
-	return nil
-}
-
-func down(args []string) error {
-	fs := flag.NewFlagSet("down", flag.ExitOnError)
-	dir := fs.String("dir", filepath.Join("reports", "up"), "the directory `up` used")
-	_ = fs.Parse(args)
-	abs, err := filepath.Abs(*dir)
-	if err != nil {
-		return err
-	}
-	if err := local.StopDetached(abs); err != nil {
-		return err
-	}
-	fmt.Println("local target stopped")
-	return nil
 }
 
 // sweep deletes what runs that did not clean up (a crash, a kill -9) left: their
@@ -143,6 +127,23 @@ func sweep(ctx context.Context, args []string) error {
 		tags++
 	}
 	fmt.Printf("swept %d namespaces and %d revision tags\n", len(nss.Items), tags)
+	return nil
+}
+
+// checkReport is the browser check of a run's report.html (report.CheckHTML).
+func checkReport(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("check-report", flag.ExitOnError)
+	dir := fs.String("dir", filepath.Join("reports", "latest"), "a run's report directory (junit.xml, report.html)")
+	shot := fs.String("screenshot", "", "where to save the screenshot (default: report.png in -dir)")
+	maxHeight := fs.Int("max-height", 0, "cut the screenshot at this many pixels (default 16000)")
+	timeout := fs.Duration("timeout", 2*time.Minute, "limit for each browser call")
+	_ = fs.Parse(args)
+	res, err := report.CheckHTML(ctx, *dir, report.CheckOptions{Screenshot: *shot, MaxHeight: *maxHeight, Timeout: *timeout})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("report.html shows all %d testcases of junit.xml with their verdicts; screenshot %s (%dx%d)\n",
+		res.Testcases, res.Screenshot, res.Width, res.Height)
 	return nil
 }
 

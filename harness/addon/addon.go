@@ -6,6 +6,7 @@ package addon
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Add-on layout: the names every target shares.
@@ -69,6 +70,21 @@ type EgressGateway struct {
 	GatewayConfigurationName string
 }
 
+// Complete checks the arguments `az aks mesh enable-egress-gateway` requires and fills the
+// namespace's default, for every implementation of the operation alike.
+func (g EgressGateway) Complete() (EgressGateway, error) {
+	if g.Name == "" {
+		return g, errors.New("--istio-egressgateway-name is required")
+	}
+	if g.GatewayConfigurationName == "" {
+		return g, errors.New("--gateway-configuration-name is required")
+	}
+	if g.Namespace == "" {
+		g.Namespace = EgressNamespace
+	}
+	return g, nil
+}
+
 // ErrPodSubnetEgress is the add-on's refusal of an egress gateway on a cluster whose pods
 // take IPs from an Azure CNI pod subnet (AKS docs, istio-deploy-egress).
 var ErrPodSubnetEgress = errors.New("because Static Egress Gateway is currently not supported on Azure CNI Pod Subnet clusters, " +
@@ -102,3 +118,16 @@ type Operations interface {
 type PatchUpgrader interface {
 	PatchUpgrade(ctx context.Context, revision, proxyTag string) error
 }
+
+// RevisionMinor is a revision's Istio minor version (28 for asm-1-28), 0 for a name that
+// is not of the add-on's asm-1-<minor> form.
+func RevisionMinor(revision string) int {
+	var minor int
+	if _, err := fmt.Sscanf(revision, "asm-1-%d", &minor); err != nil {
+		return 0
+	}
+	return minor
+}
+
+// CompareRevisions orders revisions by minor version (asm-1-9 before asm-1-10), for sorting.
+func CompareRevisions(a, b string) int { return RevisionMinor(a) - RevisionMinor(b) }

@@ -24,6 +24,18 @@ const (
 	Kwok       = "kwok-0.8.0"
 )
 
+// The binaries of every Istio toolchain (istio-<version>). scripts/build-binaries.sh
+// builds pilot-discovery and istioctl in one `go build` (they share most packages);
+// istioctl is for people pointing it at a local target (`make istioctl-path`).
+const (
+	PilotDiscovery = "pilot-discovery"
+	Istioctl       = "istioctl"
+	IstioRender    = "istio-render"
+)
+
+// IstioBinaries lists them in the order the build script reports them.
+var IstioBinaries = []string{PilotDiscovery, Istioctl, IstioRender}
+
 // CacheDir is $ASM_CONFORMANCE_CACHE, or aks-istio-conformance under the user's cache
 // directory (the same rule as scripts/build-binaries.sh).
 func CacheDir() (string, error) {
@@ -37,15 +49,24 @@ func CacheDir() (string, error) {
 	return filepath.Join(base, "aks-istio-conformance"), nil
 }
 
-// Path returns the verified path of one cached file of a toolchain. Executables are
-// checked against their recorded SHA-256, so a truncated or overwritten binary is caught
-// here rather than as a mysterious start-up failure.
-func Path(toolchain, name string) (string, error) {
+// BinDir is where the cached executables live: <cache>/bin, one directory per toolchain.
+func BinDir() (string, error) {
 	dir, err := CacheDir()
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(dir, "bin", toolchain, name)
+	return filepath.Join(dir, "bin"), nil
+}
+
+// Path returns the verified path of one cached file of a toolchain. Executables are
+// checked against their recorded SHA-256, so a truncated or overwritten binary is caught
+// here rather than as a mysterious start-up failure.
+func Path(toolchain, name string) (string, error) {
+	dir, err := BinDir()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, toolchain, name)
 	rebuild := fmt.Sprintf("run `make binaries` (or scripts/build-binaries.sh %s)", toolchain)
 	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("%s of %s is not built (%s missing): %s", name, toolchain, p, rebuild)

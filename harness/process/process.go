@@ -5,12 +5,15 @@
 package process
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -25,6 +28,10 @@ type Spec struct {
 	LogPath string   // stdout and stderr go here
 	// Detached processes outlive the harness (make up); the others die with it.
 	Detached bool
+	// CRILog writes the log in the container runtime's format (`<RFC3339Nano time>
+	// <stream> F <line>`), which kubelet-side readers such as kwok's Logs parse, so
+	// `kubectl logs` shows it. Not for detached processes: the harness formats it.
+	CRILog bool
 }
 
 // Process is a running component.
@@ -44,7 +51,12 @@ func Start(spec Spec) (*Process, error) {
 	cmd := exec.Command(spec.Path, spec.Args...)
 	cmd.Dir = spec.Dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, spec.Env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cri := &criLog{w: logFile}
+	if spec.CRILog && !spec.Detached {
+		cmd.Stdout, cmd.Stderr = cri.stream("stdout"), cri.stream("stderr")
+	} else {
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if !spec.Detached {
 		// The kernel kills the child when the harness dies, even by SIGKILL.
@@ -56,7 +68,8 @@ func Start(spec Spec) (*Process, error) {
 	}
 	p := &Process{Spec: spec, cmd: cmd, exited: make(chan struct{})}
 	go func() {
-		p.err = cmd.Wait()
+		p.err = cmd.Wait() // returns once the child's output was copied into the pipes
+		cri.close()
 		logFile.Close()
 		close(p.exited)
 	}()
@@ -123,6 +136,41 @@ func StopPID(pid int, grace time.Duration) error {
 		time.Sleep(100 * time.Millisecond) // polling a foreign process: there is nothing to wait on
 	}
 	return syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// criLog formats a child's output streams in CRI format into w: one pipe per stream, and
+// one goroutine each that writes whole lines under a shared lock. close ends them and
+// returns once every line is written (call it after the child exited).
+type criLog struct {
+	mu      sync.Mutex
+	w       io.Writer
+	writers []*io.PipeWriter
+	wg      sync.WaitGroup
+}
+
+func (c *criLog) stream(name string) io.Writer {
+	pr, pw := io.Pipe()
+	c.writers = append(c.writers, pw)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			c.mu.Lock()
+			fmt.Fprintf(c.w, "%s %s F %s\n", time.Now().UTC().Format(time.RFC3339Nano), name, sc.Text())
+			c.mu.Unlock()
+		}
+		_, _ = io.Copy(io.Discard, pr) // after an over-long line: keep the child unblocked
+	}()
+	return pw
+}
+
+func (c *criLog) close() {
+	for _, w := range c.writers {
+		_ = w.Close()
+	}
+	c.wg.Wait()
 }
 
 // Tail returns the last n lines of a log file.

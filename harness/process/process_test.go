@@ -44,3 +44,27 @@ func TestStopKillsAProcessThatIgnoresSIGTERM(t *testing.T) {
 		t.Fatal("process still running after Stop")
 	}
 }
+
+func TestCRILogWritesEveryLineInTheRuntimeFormat(t *testing.T) {
+	p, err := Start(Spec{Name: "talker", Path: "/bin/sh", Args: []string{"-c", "echo to-out; echo to-err >&2"},
+		LogPath: filepath.Join(t.TempDir(), "talker.log"), CRILog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Exited()
+	lines := strings.Split(strings.TrimSpace(Tail(p.LogPath, 10)), "\n")
+	got := map[string]bool{}
+	for _, l := range lines {
+		f := strings.SplitN(strings.TrimSpace(l), " ", 4)
+		if len(f) != 4 || f[2] != "F" {
+			t.Fatalf("line %q is not <time> <stream> F <text>", l)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, f[0]); err != nil {
+			t.Errorf("line %q: time: %v", l, err)
+		}
+		got[f[1]+" "+f[3]] = true
+	}
+	if !got["stdout to-out"] || !got["stderr to-err"] {
+		t.Errorf("lines %q: want stdout to-out and stderr to-err", lines)
+	}
+}

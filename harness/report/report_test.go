@@ -29,13 +29,13 @@ func TestSummarizeCountsSpecsAndCollectsEvidence(t *testing.T) {
 		{LeafNodeType: types.NodeTypeBeforeSuite, State: types.SpecStatePassed},
 	}}
 	s := Summarize(r, Run{ID: "asmc-x", Target: "local"})
-	if s.Totals["passed"] != 1 || s.Totals["failed"] != 1 || s.Totals["skipped"] != 1 || s.Totals["not selected"] != 1 || len(s.Specs) != 3 {
+	if n := s.Totals.States; n["passed"] != 1 || n["failed"] != 1 || n["skipped"] != 1 || n["not selected"] != 1 || len(s.Specs) != 3 {
 		t.Fatalf("totals %v, %d specs", s.Totals, len(s.Specs))
 	}
 	if len(s.Specs[0].Evidence) != 1 || !strings.Contains(string(s.Specs[0].Evidence[0]), `"pod":"p"`) {
 		t.Errorf("evidence %s", s.Specs[0].Evidence)
 	}
-	if p := s.Propagation; p == nil || p.Samples != 2 || p.Max != 0.3 {
+	if p := s.Propagation; p == nil || p.Count != 2 || len(p.Samples) != 2 || p.Max != 0.3 {
 		t.Errorf("propagation %+v", p)
 	}
 

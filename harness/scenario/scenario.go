@@ -8,7 +8,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 
 	"github.com/aks-istio-conformance/conformance/fixtures"
 	"github.com/aks-istio-conformance/conformance/harness/addon"
+	"github.com/aks-istio-conformance/conformance/harness/cluster"
 	"github.com/aks-istio-conformance/conformance/harness/evidence"
 	"github.com/aks-istio-conformance/conformance/harness/kube"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
@@ -33,12 +36,27 @@ import (
 
 // World is what every spec of a run shares.
 type World struct {
-	Target  target.Target
-	Client  client.Client
+	Target target.Target
+	Client client.Client
+	// Cluster is the kubeconfig road to the cluster's evidence: istiod through
+	// port-forwards, pod logs, exec.
+	Cluster *cluster.Cluster
 	RunID   string
 	Profile profile.Profile // the default revision's
 	// Timeout bounds every convergence wait (Eventually); Poll is its interval.
 	Timeout, Poll time.Duration
+}
+
+// NewWorld opens the kubeconfig road to a target's cluster (a client and the cluster
+// layer) and closes it when the spec or container that called it ends.
+func NewWorld(t target.Target, runID string, p profile.Profile, timeout, poll time.Duration) *World {
+	GinkgoHelper()
+	c, err := kube.NewClient(t.RESTConfig())
+	Expect(err).NotTo(HaveOccurred())
+	road, err := cluster.New(t.RESTConfig())
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(road.Close)
+	return &World{Target: t, Client: c, Cluster: road, RunID: runID, Profile: p, Timeout: timeout, Poll: poll}
 }
 
 // Revision is the default revision scenarios label namespaces with.
@@ -259,6 +277,7 @@ func (w *World) SetSharedMeshConfig(ctx context.Context, revision, mesh string) 
 	var cm corev1.ConfigMap
 	err := w.Client.Get(ctx, key, &cm)
 	Expect(client.IgnoreNotFound(err)).To(Succeed())
+	w.rememberMeshConfig(key, &cm, err == nil)
 	if err == nil {
 		original := cm.DeepCopy()
 		DeferCleanup(func(ctx SpecContext) {
@@ -278,6 +297,53 @@ func (w *World) SetSharedMeshConfig(ctx context.Context, revision, mesh string) 
 	})
 }
 
+// meshConfigs are the shared mesh ConfigMaps as they were before the run first changed
+// them (nil: it did not exist), for VerifyMeshConfigsRestored.
+var (
+	meshConfigsMu sync.Mutex
+	meshConfigs   = map[client.ObjectKey]map[string]string{}
+)
+
+func (w *World) rememberMeshConfig(key client.ObjectKey, cm *corev1.ConfigMap, exists bool) {
+	meshConfigsMu.Lock()
+	defer meshConfigsMu.Unlock()
+	if _, seen := meshConfigs[key]; seen {
+		return
+	}
+	if !exists {
+		meshConfigs[key] = nil
+		return
+	}
+	meshConfigs[key] = maps.Clone(cm.Data)
+}
+
+// VerifyMeshConfigsRestored checks, after the run, that every shared mesh ConfigMap the run
+// changed holds exactly what it held before (or is gone again if the run created it): on a
+// real cluster that is the user's mesh configuration.
+func (w *World) VerifyMeshConfigsRestored(ctx context.Context) error {
+	meshConfigsMu.Lock()
+	defer meshConfigsMu.Unlock()
+	var problems []string
+	for key, before := range meshConfigs {
+		var now corev1.ConfigMap
+		err := w.Client.Get(ctx, key, &now)
+		switch {
+		case client.IgnoreNotFound(err) != nil:
+			problems = append(problems, fmt.Sprintf("%s: %v", key, err))
+		case before == nil && err == nil:
+			problems = append(problems, fmt.Sprintf("%s exists, but did not before the run", key))
+		case before != nil && err != nil:
+			problems = append(problems, fmt.Sprintf("%s is gone, but existed before the run", key))
+		case before != nil && !maps.Equal(before, now.Data):
+			problems = append(problems, fmt.Sprintf("%s differs from what it held before the run", key))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("shared mesh ConfigMaps not restored: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
 // AdmitPod sends the app's pod through admission as a dry run and returns the pod the
 // webhooks produced: what a restart would create now, with nothing created.
 func (w *World) AdmitPod(ctx context.Context, ns string, app App) (*corev1.Pod, error) {
@@ -288,32 +354,44 @@ func (w *World) AdmitPod(ctx context.Context, ns string, app App) (*corev1.Pod, 
 	return pod, err
 }
 
+// Istiod is a ready replica of a revision's istiod, reached through the cluster layer.
+func (w *World) Istiod(ctx context.Context, revision string) *cluster.Istiod {
+	GinkgoHelper()
+	istiod, err := w.Cluster.Istiod(ctx, revision)
+	Expect(err).NotTo(HaveOccurred())
+	return istiod
+}
+
 // Proxy connects to the istiod of the revision that injected pod, as the pod's sidecar
 // would, and closes the connection when the spec ends.
-func (w *World) Proxy(ctx context.Context, pod *corev1.Pod, workload string) *xds.Proxy {
+func (w *World) Proxy(ctx context.Context, pod *corev1.Pod) *xds.Proxy {
 	GinkgoHelper()
 	rev := evidence.InjectionOf(pod).Revision
 	Expect(rev).NotTo(BeEmpty(), "pod %s/%s was not injected: it has no proxy to observe", pod.Namespace, pod.Name)
-	return w.connect(ctx, pod, workload, rev, false)
+	return w.connect(ctx, pod, rev, false)
 }
 
 // GatewayProxy connects as the gateway proxy of pod (a router), to the istiod of the
 // revision in the pod's istio.io/rev label.
-func (w *World) GatewayProxy(ctx context.Context, pod *corev1.Pod, workload string) *xds.Proxy {
+func (w *World) GatewayProxy(ctx context.Context, pod *corev1.Pod) *xds.Proxy {
 	GinkgoHelper()
 	rev := pod.Labels[addon.RevisionLabel]
 	Expect(rev).NotTo(BeEmpty(), "gateway pod %s/%s has no istio.io/rev label", pod.Namespace, pod.Name)
-	return w.connect(ctx, pod, workload, rev, true)
+	return w.connect(ctx, pod, rev, true)
 }
 
-func (w *World) connect(ctx context.Context, pod *corev1.Pod, workload, rev string, router bool) *xds.Proxy {
+func (w *World) connect(ctx context.Context, pod *corev1.Pod, rev string, router bool) *xds.Proxy {
 	GinkgoHelper()
-	ep, err := w.Target.Istiod(ctx, rev)
+	var meshFile string
+	if name := xds.MeshConfigMapOf(pod); name != "" {
+		var cm corev1.ConfigMap
+		Expect(w.Client.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: name}, &cm)).To(Succeed(),
+			"the mesh config ConfigMap %s/%s pod %s mounts", pod.Namespace, name, pod.Name)
+		meshFile = cm.Data["mesh"]
+	}
+	id, err := xds.IdentityOf(pod, router, meshFile)
 	Expect(err).NotTo(HaveOccurred())
-	id, err := xds.IdentityOf(pod, workload, w.Profile.Istio.Version)
-	Expect(err).NotTo(HaveOccurred())
-	id.Router = router
-	p, err := xds.Connect(ctx, ep.XDS, id, w.Timeout)
+	p, err := xds.Connect(ctx, w.Cluster, rev, id, w.Timeout)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(p.Close)
 	return p

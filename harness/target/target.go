@@ -38,23 +38,10 @@ type Target interface {
 	Capabilities() Capabilities
 	// Addon performs the add-on's operations and says which revisions run.
 	Addon() addon.Operations
-	// Istiod says how to reach a revision's istiod from the harness, for the evidence it
-	// serves (xDS as a given proxy, sync status, merged mesh config).
-	Istiod(ctx context.Context, revision string) (IstiodEndpoints, error)
 	// Phases are the bring-up timings, for the report.
 	Phases() []timing.Phase
 	// Close stops whatever the target started. It is safe to call more than once.
 	Close(ctx context.Context) error
-}
-
-// IstiodEndpoints are addresses the harness can dial.
-type IstiodEndpoints struct {
-	// XDS is host:port of istiod's plaintext xDS server (15010 in a pod).
-	XDS string
-	// Debug is the base URL of istiod's HTTP server with /debug/* (8080 in a pod).
-	Debug string
-	// Monitoring is the base URL of istiod's /metrics (15014 in a pod).
-	Monitoring string
 }
 
 // Options choose and shape a target.
@@ -70,7 +57,9 @@ type Options struct {
 	Kubeconfig string
 	// AllowMeshWideChanges opts a real cluster in to mesh-wide changes.
 	AllowMeshWideChanges bool
-	// Detached leaves the local target's processes running after the harness exits
-	// (make up); Close then does not stop them.
-	Detached bool
+	// Azure names the managed cluster for add-on operations on AKS (all three, or none).
+	AzureSubscription, AzureResourceGroup, AzureCluster string
+	// AllowDisruptive opts a real cluster in to runbooks that change the add-on itself
+	// (upgrades, rollbacks); never without it.
+	AllowDisruptive bool
 }

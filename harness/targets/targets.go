@@ -4,11 +4,14 @@ package targets
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 
+	"github.com/aks-istio-conformance/conformance/harness/addon/azure"
 	"github.com/aks-istio-conformance/conformance/harness/target"
+	"github.com/aks-istio-conformance/conformance/harness/target/aks"
+	"github.com/aks-istio-conformance/conformance/harness/target/kind"
 	"github.com/aks-istio-conformance/conformance/harness/target/local"
 )
 
@@ -28,13 +31,16 @@ func Open(ctx context.Context, opts target.Options) (target.Target, error) {
 	case "local":
 		return local.Open(ctx, opts)
 	case "kind":
-		hint := "no container engine was found, so it could not run here anyway"
-		if _, err := exec.LookPath("docker"); err == nil {
-			hint = "a docker client is present, but the kind target has not been built yet"
-		}
-		return nil, fmt.Errorf("target kind is not available yet (%s): use --target=local", hint)
+		return kind.Open(ctx, opts)
 	case "aks":
-		return nil, fmt.Errorf("target aks is not available yet: use --target=local")
+		ops, err := azure.FromFlags(opts.AzureSubscription, opts.AzureResourceGroup, opts.AzureCluster)
+		if errors.Is(err, azure.ErrNotConfigured) {
+			return aks.Open(ctx, opts, nil) // no add-on operations: those specs are skipped
+		}
+		if err != nil {
+			return nil, err
+		}
+		return aks.Open(ctx, opts, ops)
 	default:
 		return nil, fmt.Errorf("unknown target %q (flag --target or ASM_TARGET): choose one of %s", opts.Name, strings.Join(Names, ", "))
 	}

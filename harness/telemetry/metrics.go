@@ -1,9 +1,9 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -34,25 +34,23 @@ func (m PushMetrics) MeanConvergence() time.Duration {
 	return time.Duration(m.ConvergenceSum / m.ConvergenceCount * float64(time.Second))
 }
 
-// ScrapePushMetrics reads istiod's /metrics (its monitoring port).
-func ScrapePushMetrics(ctx context.Context, monitoringURL string) (PushMetrics, error) {
+// MetricsSource is an istiod replica's HTTP endpoints (a *cluster.Istiod, reached
+// through a port-forward to its monitoring port).
+type MetricsSource interface {
+	Get(ctx context.Context, path string) ([]byte, error)
+}
+
+// ScrapePushMetrics reads istiod's /metrics.
+func ScrapePushMetrics(ctx context.Context, istiod MetricsSource) (PushMetrics, error) {
 	var m PushMetrics
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, monitoringURL+"/metrics", nil)
+	body, err := istiod.Get(ctx, "/metrics")
 	if err != nil {
 		return m, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return m, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return m, fmt.Errorf("GET %s/metrics: %s", monitoringURL, resp.Status)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return m, fmt.Errorf("parse istiod metrics: %w", err)
 	}

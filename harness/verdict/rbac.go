@@ -1,6 +1,7 @@
 package verdict
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -12,6 +13,8 @@ import (
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	authzmodel "istio.io/istio/pilot/pkg/security/authz/model"
 )
 
 // This file evaluates the subset of Envoy's RBAC filter that Istio generates from
@@ -21,8 +24,11 @@ import (
 // Envoy's RBAC documentation (config.rbac.v3): a policy matches when any of its
 // permissions and any of its principals match; an ALLOW filter denies what no policy
 // matches, a DENY filter denies what any policy matches, a LOG filter never denies; filters
-// run in chain order and the first denial ends the request. Anything outside the subset is
-// reported as unjudgeable rather than guessed.
+// run in chain order and the first denial ends the request. Shadow rules never enforce:
+// Istio uses them for dry-run policies (reported) and for CUSTOM policies, whose matching
+// requests an external authorizer decides (reported as unjudgeable). Anything outside the
+// subset is reported as unjudgeable rather than guessed. rbac_istio_test.go pins this
+// against the RBAC configurations Istio's own authz builder tests expect.
 
 // Request is what the RBAC filters see of an HTTP request.
 type Request struct {
@@ -63,21 +69,62 @@ func (c Connection) Authorize(req Request) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	return Evaluate(filters, req)
+	return EvaluateHTTP(filters, req)
 }
 
-// Evaluate runs RBAC filters in order over a request.
-func Evaluate(filters []*rbacconfig.RBAC, req Request) (Decision, error) {
+// ErrCustomAction says a CUSTOM AuthorizationPolicy matches the request: the external
+// authorizer it names decides, which served config cannot tell.
+var ErrCustomAction = errors.New("a CUSTOM AuthorizationPolicy matches the request: its external authorizer decides, which this evaluator cannot judge")
+
+// Evaluate runs enforcing RBAC rules in order over a request.
+func Evaluate(rules []*rbacconfig.RBAC, req Request) (Decision, error) {
+	filters := make([]*rbachttp.RBAC, 0, len(rules))
+	for _, r := range rules {
+		filters = append(filters, &rbachttp.RBAC{Rules: r})
+	}
+	return EvaluateHTTP(filters, req)
+}
+
+// EvaluateHTTP runs HTTP RBAC filters, as Istio serves them, in chain order over a request.
+// Shadow rules do not enforce: dry-run policies are listed in Policies; a CUSTOM policy
+// (shadow rules under Istio's ext-authz stat prefix, followed by an ext_authz filter) is
+// listed too, and when it matches the request the result is ErrCustomAction.
+func EvaluateHTTP(filters []*rbachttp.RBAC, req Request) (Decision, error) {
 	d := Decision{Allowed: true, Reason: "no RBAC filter denied the request"}
+	enforcing := 0
 	for _, f := range filters {
-		for _, name := range sortedNames(f.GetPolicies()) {
-			d.Policies = append(d.Policies, f.GetAction().String()+" "+name)
+		for _, name := range sortedNames(f.GetRules().GetPolicies()) {
+			d.Policies = append(d.Policies, f.GetRules().GetAction().String()+" "+name)
+		}
+		shadow := "DRY-RUN " + f.GetShadowRules().GetAction().String()
+		if customRules(f) {
+			shadow = "CUSTOM"
+		}
+		for _, name := range sortedNames(f.GetShadowRules().GetPolicies()) {
+			d.Policies = append(d.Policies, shadow+" "+name)
+		}
+		if f.GetRules() != nil {
+			enforcing++
 		}
 	}
-	if len(filters) == 0 {
-		d.Reason = "no RBAC filter: no AuthorizationPolicy applies"
+	if enforcing == 0 {
+		d.Reason = "no enforcing RBAC filter: no AuthorizationPolicy (ALLOW, DENY or AUDIT) applies"
 	}
-	for _, f := range filters {
+	for _, hf := range filters {
+		if customRules(hf) {
+			matched, err := matchingPolicy(hf.GetShadowRules(), req)
+			if err != nil {
+				return d, err
+			}
+			if matched != "" {
+				return d, fmt.Errorf("%w (policy %s)", ErrCustomAction, matched)
+			}
+			continue
+		}
+		f := hf.GetRules()
+		if f == nil {
+			continue // dry run: evaluated by Envoy for its stats only
+		}
 		matched, err := matchingPolicy(f, req)
 		if err != nil {
 			return d, err
@@ -101,32 +148,65 @@ func Evaluate(filters []*rbacconfig.RBAC, req Request) (Decision, error) {
 	return d, nil
 }
 
+// matchingPolicy returns the first policy (by name) that matches the request, "" when none
+// does, or an error when none matches for certain but one might (it uses a matcher outside
+// the subset).
 func matchingPolicy(f *rbacconfig.RBAC, req Request) (string, error) {
+	var unknown error
 	for _, name := range sortedNames(f.GetPolicies()) {
 		p := f.GetPolicies()[name]
-		perm, err := anyPermission(p.GetPermissions(), req)
-		if err != nil {
-			return "", fmt.Errorf("policy %s: %w", name, err)
-		}
-		princ, err := anyPrincipal(p.GetPrincipals(), req)
-		if err != nil {
-			return "", fmt.Errorf("policy %s: %w", name, err)
-		}
-		if perm && princ {
+		ok, err := allOf([]func() (bool, error){
+			func() (bool, error) { return anyPermission(p.GetPermissions(), req) },
+			func() (bool, error) { return anyPrincipal(p.GetPrincipals(), req) },
+		}, func(eval func() (bool, error)) (bool, error) { return eval() })
+		switch {
+		case err != nil:
+			if unknown == nil {
+				unknown = fmt.Errorf("policy %s: %w", name, err)
+			}
+		case ok:
 			return name, nil
 		}
 	}
-	return "", nil
+	return "", unknown
+}
+
+// anyOf and allOf combine matchers as Envoy's or_rules/or_ids and and_rules/and_ids do. A
+// matcher outside the subset makes its own result unknown (an error), not the whole
+// decision: one matching branch decides an OR and one failing branch decides an AND
+// whatever the unknown ones would say (three-valued logic). So a policy that also names,
+// say, source IPs is still judged for a request whose peer it excludes.
+func anyOf[T any](items []T, eval func(T) (bool, error)) (bool, error) {
+	return decide(items, true, eval)
+}
+
+func allOf[T any](items []T, eval func(T) (bool, error)) (bool, error) {
+	return decide(items, false, eval)
+}
+
+// decide returns decisive as soon as an item evaluates to it, else the other value, or the
+// first unknown when an unknown item might have been decisive.
+func decide[T any](items []T, decisive bool, eval func(T) (bool, error)) (bool, error) {
+	var unknown error
+	for _, it := range items {
+		ok, err := eval(it)
+		switch {
+		case err != nil:
+			if unknown == nil {
+				unknown = err
+			}
+		case ok == decisive:
+			return decisive, nil
+		}
+	}
+	if unknown != nil {
+		return false, unknown
+	}
+	return !decisive, nil
 }
 
 func anyPermission(ps []*rbacconfig.Permission, req Request) (bool, error) {
-	for _, p := range ps {
-		ok, err := permission(p, req)
-		if err != nil || ok {
-			return ok, err
-		}
-	}
-	return false, nil
+	return anyOf(ps, func(p *rbacconfig.Permission) (bool, error) { return permission(p, req) })
 }
 
 func permission(p *rbacconfig.Permission, req Request) (bool, error) {
@@ -134,18 +214,12 @@ func permission(p *rbacconfig.Permission, req Request) (bool, error) {
 	case *rbacconfig.Permission_Any:
 		return r.Any, nil
 	case *rbacconfig.Permission_AndRules:
-		for _, sub := range r.AndRules.GetRules() {
-			ok, err := permission(sub, req)
-			if err != nil || !ok {
-				return false, err
-			}
-		}
-		return true, nil
+		return allOf(r.AndRules.GetRules(), func(sub *rbacconfig.Permission) (bool, error) { return permission(sub, req) })
 	case *rbacconfig.Permission_OrRules:
 		return anyPermission(r.OrRules.GetRules(), req)
 	case *rbacconfig.Permission_NotRule:
 		ok, err := permission(r.NotRule, req)
-		return !ok, err
+		return err == nil && !ok, err
 	case *rbacconfig.Permission_Header:
 		return header(r.Header, req)
 	case *rbacconfig.Permission_UrlPath:
@@ -159,13 +233,7 @@ func permission(p *rbacconfig.Permission, req Request) (bool, error) {
 }
 
 func anyPrincipal(ps []*rbacconfig.Principal, req Request) (bool, error) {
-	for _, p := range ps {
-		ok, err := principal(p, req)
-		if err != nil || ok {
-			return ok, err
-		}
-	}
-	return false, nil
+	return anyOf(ps, func(p *rbacconfig.Principal) (bool, error) { return principal(p, req) })
 }
 
 // peerPrincipalKey is the filter state in which Istio's sidecars keep the peer identity.
@@ -176,18 +244,12 @@ func principal(p *rbacconfig.Principal, req Request) (bool, error) {
 	case *rbacconfig.Principal_Any:
 		return id.Any, nil
 	case *rbacconfig.Principal_AndIds:
-		for _, sub := range id.AndIds.GetIds() {
-			ok, err := principal(sub, req)
-			if err != nil || !ok {
-				return false, err
-			}
-		}
-		return true, nil
+		return allOf(id.AndIds.GetIds(), func(sub *rbacconfig.Principal) (bool, error) { return principal(sub, req) })
 	case *rbacconfig.Principal_OrIds:
 		return anyPrincipal(id.OrIds.GetIds(), req)
 	case *rbacconfig.Principal_NotId:
 		ok, err := principal(id.NotId, req)
-		return !ok, err
+		return err == nil && !ok, err
 	case *rbacconfig.Principal_Authenticated_:
 		if req.Principal == "" {
 			return false, nil // a plaintext peer is not authenticated
@@ -284,14 +346,23 @@ func stringMatch(m *matcher.StringMatcher, value string) (bool, error) {
 	}
 }
 
-// httpRBACFilters extracts the RBAC configs of the HTTP connection manager in a chain,
-// in order.
-func httpRBACFilters(filters []*listener.Filter) ([]*rbacconfig.RBAC, error) {
-	var out []*rbacconfig.RBAC
+// customRules reports whether a filter carries a CUSTOM policy's rules: Istio puts them in
+// shadow rules under its ext-authz stat prefix, for the ext_authz filter that follows.
+func customRules(f *rbachttp.RBAC) bool {
+	return f.GetShadowRules() != nil && f.GetShadowRulesStatPrefix() == authzmodel.RBACExtAuthzShadowRulesStatPrefix
+}
+
+// httpRBACFilters extracts the RBAC filters of the HTTP connection manager in a chain, in
+// order. A chain without one (a TCP chain, whose RBAC is a network filter) cannot be judged
+// for an HTTP request: finding no RBAC filter there would prove nothing.
+func httpRBACFilters(filters []*listener.Filter) ([]*rbachttp.RBAC, error) {
+	var out []*rbachttp.RBAC
+	managers := 0
 	for _, f := range filters {
 		if f.GetName() != "envoy.filters.network.http_connection_manager" {
 			continue
 		}
+		managers++
 		var m hcm.HttpConnectionManager
 		if err := f.GetTypedConfig().UnmarshalTo(&m); err != nil {
 			return nil, fmt.Errorf("decode http_connection_manager: %w", err)
@@ -304,10 +375,11 @@ func httpRBACFilters(filters []*listener.Filter) ([]*rbacconfig.RBAC, error) {
 			if err := hf.GetTypedConfig().UnmarshalTo(&r); err != nil {
 				return nil, fmt.Errorf("decode envoy.filters.http.rbac: %w", err)
 			}
-			if r.GetRules() != nil { // shadow-only filters do not enforce
-				out = append(out, r.GetRules())
-			}
+			out = append(out, &r)
 		}
+	}
+	if managers == 0 {
+		return nil, fmt.Errorf("the matched filter chain has no HTTP connection manager: HTTP authorization cannot be judged there")
 	}
 	return out, nil
 }

@@ -108,3 +108,24 @@ func TestIstioPrincipalFormsAndUnjudgeableRules(t *testing.T) {
 		t.Error("a source-IP principal was judged; want an error saying it is outside the evaluator")
 	}
 }
+
+// Envoy's or_ids match when any identifier matches: an identifier outside the subset (a
+// source IP) must not hide one that matches, and must leave the answer open when no other
+// one does.
+func TestAnUnjudgeableIdentifierDoesNotHideAMatchingOne(t *testing.T) {
+	sourceIP := &rbacconfig.Principal{Identifier: &rbacconfig.Principal_DirectRemoteIp{DirectRemoteIp: &core.CidrRange{AddressPrefix: "10.0.0.0"}}}
+	admin := &rbacconfig.Principal{Identifier: &rbacconfig.Principal_Authenticated_{Authenticated: &rbacconfig.Principal_Authenticated{
+		PrincipalName: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: "spiffe://cluster.local/ns/default/sa/admin"}}}}}
+	policy := &rbacconfig.RBAC{Action: rbacconfig.RBAC_ALLOW, Policies: map[string]*rbacconfig.Policy{"admin-or-subnet": {
+		Permissions: []*rbacconfig.Permission{{Rule: &rbacconfig.Permission_Any{Any: true}}},
+		Principals: []*rbacconfig.Principal{{Identifier: &rbacconfig.Principal_OrIds{OrIds: &rbacconfig.Principal_Set{
+			Ids: []*rbacconfig.Principal{sourceIP, admin}}}}},
+	}}}
+	d, err := Evaluate([]*rbacconfig.RBAC{policy}, Request{Principal: "spiffe://cluster.local/ns/default/sa/admin", Method: "GET", Path: "/"})
+	if err != nil || !d.Allowed {
+		t.Errorf("admin: got %v, %v; want allowed whatever the source IP", d, err)
+	}
+	if d, err := Evaluate([]*rbacconfig.RBAC{policy}, Request{Principal: "spiffe://cluster.local/ns/default/sa/guest", Method: "GET", Path: "/"}); err == nil {
+		t.Errorf("guest: got %v; want unjudgeable (only the source IP could allow it)", d)
+	}
+}

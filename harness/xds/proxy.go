@@ -7,6 +7,8 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"maps"
 	"slices"
@@ -16,51 +18,19 @@ import (
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"golang.org/x/oauth2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/oauth"
 	"google.golang.org/protobuf/proto"
-	corev1 "k8s.io/api/core/v1"
 
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	"istio.io/istio/pilot/test/xdstest"
 	"istio.io/istio/pkg/adsc"
-	"istio.io/istio/pkg/config/mesh"
 	"istio.io/istio/pkg/model"
+
+	kcluster "github.com/aks-istio-conformance/conformance/harness/cluster"
 )
-
-// Identity is who a proxy says it is; istiod matches it to the pod by IP.
-type Identity struct {
-	IP             string
-	Pod            string
-	Namespace      string
-	Workload       string
-	ServiceAccount string
-	Labels         map[string]string
-	IstioVersion   string
-	// Router connects as a gateway instead of a sidecar.
-	Router bool
-}
-
-// NodeID is the id istiod and `istioctl proxy-status` use for this proxy.
-func (id Identity) NodeID() string {
-	t := "sidecar"
-	if id.Router {
-		t = "router"
-	}
-	return fmt.Sprintf("%s~%s~%s.%s~%s.svc.cluster.local", t, id.IP, id.Pod, id.Namespace, id.Namespace)
-}
-
-// IdentityOf derives the sidecar identity of a pod the webhook injected. The pod must have
-// an IP (be Running).
-func IdentityOf(pod *corev1.Pod, workload, istioVersion string) (Identity, error) {
-	if pod.Status.PodIP == "" {
-		return Identity{}, fmt.Errorf("pod %s/%s has no IP yet", pod.Namespace, pod.Name)
-	}
-	sa := pod.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
-	}
-	return Identity{IP: pod.Status.PodIP, Pod: pod.Name, Namespace: pod.Namespace, Workload: workload,
-		ServiceAccount: sa, Labels: pod.Labels, IstioVersion: istioVersion}, nil
-}
 
 // Snapshot is the latest configuration a proxy received.
 type Snapshot struct {
@@ -103,8 +73,9 @@ func (s Snapshot) Size() Size {
 // does; the state-of-the-world client guesses route names from ports, which misses a
 // gateway's (http.8080).
 type Proxy struct {
-	ID   Identity
-	addr string
+	ID       Identity
+	road     *kcluster.Cluster
+	revision string
 
 	mu         sync.Mutex
 	client     *adsc.Client
@@ -116,12 +87,20 @@ type Proxy struct {
 	versions   map[string]string
 	at         time.Time
 	changed    chan struct{}
+	// istiod is the replica this stream is connected to.
+	istiod string
+	// reject lists the types whose responses the proxy NACKs, as an Envoy that cannot
+	// accept a config does (sync status must then show it as not synced).
+	reject map[string]bool
 }
 
-// Connect dials istiod's plaintext xDS address as id and waits until istiod has answered
-// the initial listener and cluster watches.
-func Connect(ctx context.Context, addr string, id Identity, timeout time.Duration) (*Proxy, error) {
-	p := &Proxy{ID: id, addr: addr, changed: make(chan struct{})}
+// Connect connects to a revision's istiod as the proxy of id's pod, the way its sidecar
+// does: secure xDS through a port-forward, istiod's certificate verified against the mesh
+// root and the pod's service account token presented, so istiod authenticates and
+// authorizes the identity as it would the real sidecar. It returns once the first full
+// set of config has arrived (listeners, clusters and every route they name).
+func Connect(ctx context.Context, road *kcluster.Cluster, revision string, id Identity, timeout time.Duration) (*Proxy, error) {
+	p := &Proxy{ID: id, road: road, revision: revision, changed: make(chan struct{}), reject: map[string]bool{}}
 	if err := p.dial(ctx, timeout); err != nil {
 		return nil, err
 	}
@@ -135,34 +114,49 @@ func (p *Proxy) dial(ctx context.Context, timeout time.Duration) error {
 	if id.Router {
 		nodeType = model.Router
 	}
-	meta := model.NodeMetadata{
-		Namespace: id.Namespace, ClusterID: "Kubernetes", Labels: id.Labels, WorkloadName: id.Workload,
-		ServiceAccount: id.ServiceAccount, IstioVersion: id.IstioVersion, InstanceIPs: []string{id.IP},
-		// Istio lists a proxy in sync status only when it sent its ProxyConfig.
-		ProxyConfig: (*model.NodeMetaProxyConfig)(mesh.DefaultProxyConfig()),
+	ep, err := p.road.XDSEndpoint(ctx, p.revision, id.Object)
+	if err != nil {
+		return fmt.Errorf("connect as %s: %w", id.NodeID(), err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ep.RootCert) {
+		return fmt.Errorf("connect as %s: the mesh root certificate of namespace %s does not parse", id.NodeID(), id.Namespace)
+	}
+	creds := []grpc.DialOption{
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: id.DiscoveryHost, MinVersion: tls.VersionTLS12})),
+		grpc.WithPerRPCCredentials(oauth.TokenSource{TokenSource: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: ep.Token})}),
 	}
 	p.mu.Lock()
 	p.generation++
 	gen := p.generation
 	p.listeners, p.clusters = map[string]*listener.Listener{}, map[string]*cluster.Cluster{}
 	p.routes, p.versions = map[string]*route.RouteConfiguration{}, map[string]string{}
+	p.istiod = ep.Istiod
 	p.mu.Unlock()
-	client := adsc.NewDelta(p.addr, &adsc.DeltaADSConfig{Config: adsc.Config{
-		IP: id.IP, Namespace: id.Namespace, Workload: id.Pod, NodeType: nodeType, Meta: meta.ToStruct(),
+	client := adsc.NewDelta(ep.Address, &adsc.DeltaADSConfig{Config: adsc.Config{
+		IP: id.IP, Namespace: id.Namespace, Workload: id.Pod, NodeType: nodeType, Meta: id.Meta,
+		XDSSAN: id.DiscoveryHost, GrpcOpts: creds,
 	}},
 		adsc.Register(func(ctx adsc.HandlerContext, name, version string, l *listener.Listener, ev adsc.Event) {
+			if p.rejected(ctx, v3.ListenerType) {
+				return
+			}
 			if ev == adsc.EventAdd {
 				ctx.RegisterDependency(v3.RouteType, xdstest.ExtractRoutesFromListeners([]*listener.Listener{l})...)
 			}
 			store(p, gen, func() map[string]*listener.Listener { return p.listeners }, v3.ListenerType, name, version, l, ev)
 		}),
 		adsc.Watch[*listener.Listener]("*"),
-		adsc.Register(func(_ adsc.HandlerContext, name, version string, c *cluster.Cluster, ev adsc.Event) {
-			store(p, gen, func() map[string]*cluster.Cluster { return p.clusters }, v3.ClusterType, name, version, c, ev)
+		adsc.Register(func(ctx adsc.HandlerContext, name, version string, c *cluster.Cluster, ev adsc.Event) {
+			if !p.rejected(ctx, v3.ClusterType) {
+				store(p, gen, func() map[string]*cluster.Cluster { return p.clusters }, v3.ClusterType, name, version, c, ev)
+			}
 		}),
 		adsc.Watch[*cluster.Cluster]("*"),
-		adsc.Register(func(_ adsc.HandlerContext, name, version string, r *route.RouteConfiguration, ev adsc.Event) {
-			store(p, gen, func() map[string]*route.RouteConfiguration { return p.routes }, v3.RouteType, name, version, r, ev)
+		adsc.Register(func(ctx adsc.HandlerContext, name, version string, r *route.RouteConfiguration, ev adsc.Event) {
+			if !p.rejected(ctx, v3.RouteType) {
+				store(p, gen, func() map[string]*route.RouteConfiguration { return p.routes }, v3.RouteType, name, version, r, ev)
+			}
 		}),
 	)
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -173,12 +167,63 @@ func (p *Proxy) dial(ctx context.Context, timeout time.Duration) error {
 	go client.Run(runCtx)
 	select {
 	case <-client.Synced():
-		return nil
 	case <-time.After(timeout):
+		p.Close()
+		return fmt.Errorf("istiod %s served no initial config to %s within %s", ep.Istiod, id.NodeID(), timeout)
 	case <-ctx.Done():
+		p.Close()
+		return ctx.Err()
 	}
-	p.Close()
-	return fmt.Errorf("istiod %s served no initial config to %s within %s", p.addr, id.NodeID(), timeout)
+	// Synced means every initial watch was answered, which can be before the clusters and
+	// the routes the listeners name arrived: wait for a set an Envoy could serve with.
+	if _, err := p.await(ctx, time.Now(), timeout, false, complete(id.Router)); err != nil {
+		p.Close()
+		return fmt.Errorf("istiod %s served %s no complete initial config: %w", ep.Istiod, id.NodeID(), err)
+	}
+	return nil
+}
+
+// complete accepts a snapshot that has clusters, listeners (a gateway has none until a
+// Gateway selects it) and every route configuration its listeners name.
+func complete(router bool) func(Snapshot) error {
+	return func(s Snapshot) error {
+		switch {
+		case len(s.Clusters) == 0:
+			return fmt.Errorf("no clusters yet")
+		case len(s.Listeners) == 0 && !router:
+			return fmt.Errorf("no listeners yet")
+		}
+		if d := s.danglingRoutes(); len(d) > 0 {
+			return fmt.Errorf("route configurations %v not received yet", d)
+		}
+		return nil
+	}
+}
+
+// rejected NACKs a response of a type the proxy was told to reject.
+func (p *Proxy) rejected(ctx adsc.HandlerContext, typeURL string) bool {
+	p.mu.Lock()
+	reject := p.reject[typeURL]
+	p.mu.Unlock()
+	if reject {
+		ctx.Reject(fmt.Errorf("rejected on purpose by the conformance suite (a proxy that cannot accept %s)", typeURL))
+	}
+	return reject
+}
+
+// Reject makes the proxy NACK every later response of a type (v3.ClusterType, ...), or
+// accept them again. Config already held is kept, as Envoy keeps its last good config.
+func (p *Proxy) Reject(typeURL string, on bool) {
+	p.mu.Lock()
+	p.reject[typeURL] = on
+	p.mu.Unlock()
+}
+
+// Istiod is the replica (namespace/pod) the proxy is connected to.
+func (p *Proxy) Istiod() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.istiod
 }
 
 // store records one resource event of stream gen and wakes whoever awaits a change.
@@ -238,36 +283,54 @@ func (p *Proxy) Snapshot() (Snapshot, error) {
 	return s, nil
 }
 
+// Arrival is how a checked state came to hold.
+type Arrival struct {
+	// Took is the time from the change (since) to the push that satisfied the check: the
+	// propagation time, meaningful only when Traveled.
+	Took time.Duration
+	// Traveled is false when the check already held at the first look: nothing had to
+	// reach the proxy, so Took measures nothing and must not count as a propagation sample.
+	Traveled bool
+}
+
 // Await waits until check accepts the proxy's configuration, re-checking on every
-// resource istiod pushes, and returns the time from since (usually when the change was
-// applied) to the update that satisfied it: the propagation time.
-func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duration, check func(Snapshot) error) (time.Duration, error) {
+// resource istiod pushes, and says how long the change took to arrive.
+func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duration, check func(Snapshot) error) (Arrival, error) {
+	return p.await(ctx, since, timeout, true, check)
+}
+
+// await is Await; redial allows reconnecting when route configurations stay missing (not
+// while the first connection is still being made).
+func (p *Proxy) await(ctx context.Context, since time.Time, timeout time.Duration, redial bool, check func(Snapshot) error) (Arrival, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	var danglingSince time.Time
-	for {
+	for first := true; ; first = false {
 		p.mu.Lock()
 		changed := p.changed
 		p.mu.Unlock()
 		s, err := p.Snapshot()
 		if err == nil {
 			if err = check(s); err == nil {
+				if first && s.Received.Before(since) {
+					return Arrival{}, nil
+				}
 				at := s.Received
 				if at.Before(since) {
-					at = time.Now() // already true before the change: nothing propagated
+					at = time.Now()
 				}
-				return at.Sub(since), nil
+				return Arrival{Took: at.Sub(since), Traveled: true}, nil
 			}
 		}
 		switch dangling := s.danglingRoutes(); {
-		case len(dangling) == 0:
+		case !redial || len(dangling) == 0:
 			danglingSince = time.Time{}
 		case danglingSince.IsZero():
 			danglingSince = time.Now()
 		case time.Since(danglingSince) > 2*time.Second:
 			danglingSince = time.Time{}
 			if err := p.dial(ctx, timeout); err != nil {
-				return 0, fmt.Errorf("reconnect for route configurations %v: %w", dangling, err)
+				return Arrival{}, fmt.Errorf("reconnect for route configurations %v: %w", dangling, err)
 			}
 			continue
 		}
@@ -275,9 +338,9 @@ func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duratio
 		case <-time.After(time.Second): // re-examine dangling routes even without a push
 		case <-changed:
 		case <-deadline.C:
-			return 0, fmt.Errorf("not within %s: %w", timeout, err)
+			return Arrival{}, fmt.Errorf("not within %s: %w", timeout, err)
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return Arrival{}, ctx.Err()
 		}
 	}
 }

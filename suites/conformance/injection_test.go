@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"context"
 	"fmt"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -25,14 +26,37 @@ type injectionRow struct {
 	nsLabels       func(rev string) map[string]string
 	podLabels      func(rev string) map[string]string
 	podAnnotations map[string]string
-	injected       bool
-	step           runbook.Step
+	// belowOldest labels the namespace istio.io/rev with the revision just below the oldest
+	// running one, instead of nsLabels.
+	belowOldest bool
+	injected    bool
+	step        runbook.Step
 }
 
 var fixRevisionLabel = "label the namespace `istio.io/rev=<running revision>` (see `az aks mesh get-revisions`), remove `istio-injection`, then `kubectl rollout restart deployment -n <ns>`"
 
+// revisionBelowOldest is the revision just below the oldest running one (asm-1-26 beside
+// asm-1-27): the label a namespace left behind by a completed upgrade still carries. It is
+// computed from the running revisions, so it names a real add-on revision the cluster is not
+// running rather than an invented one.
+func revisionBelowOldest(ctx context.Context) string {
+	GinkgoHelper()
+	revisions, err := world.Target.Addon().Revisions(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(revisions).NotTo(BeEmpty(), "the add-on reports no running revision")
+	oldest := profile.Profile{Revision: revisions[0]}.Minor()
+	for _, r := range revisions {
+		oldest = min(oldest, profile.Profile{Revision: r}.Minor())
+	}
+	below := fmt.Sprintf("asm-1-%d", oldest-1)
+	Expect(revisions).NotTo(ContainElement(below))
+	return below
+}
+
+// The truth table, restarts and tags are decided by the API server's webhook selection and
+// istiod's injector; the sidecar's shape compares it with the profile the emulator rendered.
 var _ = Describe("Sidecar injection", Label("injection"), func() {
-	DescribeTable("the namespace and pod labels decide injection at admission",
+	DescribeTable("the namespace and pod labels decide injection at admission", upstream,
 		func(ctx SpecContext, row injectionRow) {
 			rev := world.Revision()
 			var nsLabels, podLabels map[string]string
@@ -41,6 +65,9 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 			}
 			if row.podLabels != nil {
 				podLabels = row.podLabels(rev)
+			}
+			if row.belowOldest {
+				nsLabels = map[string]string{addon.RevisionLabel: revisionBelowOldest(ctx)}
 			}
 			ns := world.Namespace(ctx, "inject", nsLabels)
 			world.Deploy(ctx, ns, scenario.App{Name: "app", PodLabels: podLabels, PodAnnotations: row.podAnnotations})
@@ -73,9 +100,9 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 				Expected: "no sidecar: every revision webhook requires istio-injection to be absent", Confirm: confirmInjection,
 				Fix: "`kubectl label namespace <ns> istio-injection-` and restart the workloads"},
 		}),
-		Entry("istio.io/rev naming a revision that is not running is not injected", injectionRow{
-			nsLabels: func(string) map[string]string { return map[string]string{addon.RevisionLabel: "asm-1-99"} },
-			step: runbook.Step{Ref: "seed §1 truth table: istio.io/rev=<revision not installed>",
+		Entry("istio.io/rev naming the revision below the oldest running one (left by a completed upgrade) is not injected", injectionRow{
+			belowOldest: true,
+			step: runbook.Step{Ref: "seed §1 truth table: istio.io/rev=<revision not installed>, e.g. asm-1-26 beside asm-1-27",
 				Expected: "no sidecar, and no error: no webhook selects that revision", Confirm: confirmInjection,
 				Fix: "relabel with a revision from `az aks mesh get-revisions` (or a tag that points to one)"},
 		}),
@@ -99,7 +126,10 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 		}),
 	)
 
-	It("injects the profile's sidecar shape, image and discovery address", func(ctx SpecContext) {
+	// On local the image, native-sidecar setting, discovery address and redirection are the
+	// profile's facts the emulator rendered into the injector: the spec checks the emulation
+	// (on a real cluster, the add-on's injector).
+	It("injects the profile's sidecar shape, image and discovery address", emulated, func(ctx SpecContext) {
 		p := world.Profile
 		ns := world.Namespace(ctx, "shape", map[string]string{addon.RevisionLabel: p.Revision})
 		world.Deploy(ctx, ns, scenario.App{Name: "app"})
@@ -129,7 +159,7 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 		}
 	})
 
-	It("labelling a namespace changes nothing until a rollout restart", func(ctx SpecContext) {
+	It("labelling a namespace changes nothing until a rollout restart", upstream, func(ctx SpecContext) {
 		rev := world.Revision()
 		step := runbook.Step{Ref: "seed §1: injection happens at pod admission; relabelling needs a restart",
 			Confirm: confirmInjection, Fix: "`kubectl rollout restart deployment -n <ns>` after labelling"}
@@ -154,7 +184,7 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 		Expect(got.Revision).To(Equal(rev), step.Explain(got, ns, after.Name))
 	})
 
-	It("a revision tag injects once it exists and points at a running revision", func(ctx SpecContext) {
+	It("a revision tag injects once it exists and points at a running revision", upstream, func(ctx SpecContext) {
 		rev := world.Revision()
 		tag := world.RunID + "-tag" // unique per run: tags are cluster-wide objects
 		step := runbook.Step{Ref: "seed §1 truth table: namespace istio.io/rev=<tag>",
@@ -178,7 +208,7 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 		Expect(got.Revision).To(Equal(rev), step.Explain(got, ns, got.Pod))
 	})
 
-	It("the shared ConfigMap's defaultConfig reaches newly injected pods", Label("mesh-config"), func(ctx SpecContext) {
+	It("the shared ConfigMap's defaultConfig reaches newly injected pods", Label("mesh-config"), upstream, func(ctx SpecContext) {
 		rev := world.Revision()
 		ns := world.Namespace(ctx, "meshcfg", map[string]string{addon.RevisionLabel: rev})
 		marker := world.RunID

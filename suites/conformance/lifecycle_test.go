@@ -20,7 +20,6 @@ import (
 	"github.com/aks-istio-conformance/conformance/harness/addon"
 	"github.com/aks-istio-conformance/conformance/harness/addon/emulator"
 	"github.com/aks-istio-conformance/conformance/harness/evidence"
-	"github.com/aks-istio-conformance/conformance/harness/kube"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
 	"github.com/aks-istio-conformance/conformance/harness/revtag"
 	"github.com/aks-istio-conformance/conformance/harness/runbook"
@@ -33,14 +32,20 @@ import (
 // Seed: "Running the Managed Istio Add-on on AKS", section 7 (upgrades), the lab and
 // troubleshooting row 11; "ADR-0004: Istio CNI Chaining"; the add-on's limitations. These
 // runbooks upgrade, roll back and switch the proxy-redirection mechanism: they are
-// disruptive, so each runs on a cluster of its own, started at the revision before the
-// suite's (asm-1-27, so that asm-1-28 is its n+1).
+// disruptive, so each runs on a cluster of its own. These two replay an n+1 upgrade
+// between revisions that build here (asm-1-28 to asm-1-29), one to completion and one
+// rolled back; revisions_test.go replays n+2 across asm-1-30 (asm-1-29 to asm-1-31).
 
 const (
-	lifecycleFrom = "asm-1-27"
-	lifecycleTo   = "asm-1-28"
+	lifecycleFrom = "asm-1-28"
+	lifecycleTo   = "asm-1-29"
 	prodTag       = "prod"
 )
+
+// revisionAfter names the revision n minors after rev (asm-1-28, 3: asm-1-31).
+func revisionAfter(rev string, n int) string {
+	return fmt.Sprintf("asm-1-%d", profile.Profile{Revision: rev}.Minor()+n)
+}
 
 // ownCluster brings up a cluster of the run's target kind for one Ordered runbook, and
 // returns its World. Only emulated targets get one: on a real cluster these runbooks would
@@ -57,9 +62,7 @@ func ownCluster(ctx context.Context, purpose, revision string) *scenario.World {
 		WorkDir: filepath.Join(runDir, purpose)})
 	Expect(err).NotTo(HaveOccurred(), "bring up the %s cluster", purpose)
 	DeferCleanup(func(ctx SpecContext) { Expect(t.Close(ctx)).To(Succeed()) }, NodeTimeout(2*time.Minute))
-	c, err := kube.NewClient(t.RESTConfig())
-	Expect(err).NotTo(HaveOccurred())
-	return &scenario.World{Target: t, Client: c, RunID: world.RunID, Profile: p, Timeout: world.Timeout, Poll: world.Poll}
+	return scenario.NewWorld(t, world.RunID, p, world.Timeout, world.Poll)
 }
 
 // injectionNow is what admission would inject into the app in ns now (dry run).
@@ -73,9 +76,7 @@ func injectionNow(ctx context.Context, w *scenario.World, ns string) evidence.In
 // syncedProxies lists the proxies of ns in a revision's sync status.
 func syncedProxies(ctx context.Context, w *scenario.World, revision, ns string) []string {
 	GinkgoHelper()
-	ep, err := w.Target.Istiod(ctx, revision)
-	Expect(err).NotTo(HaveOccurred())
-	statuses, err := xds.SyncStatus(ctx, ep.Debug, ns)
+	statuses, err := xds.SyncStatus(ctx, w.Cluster, revision, ns)
 	Expect(err).NotTo(HaveOccurred())
 	var out []string
 	for _, s := range statuses {
@@ -105,7 +106,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		lw.SetSharedMeshConfig(ctx, lifecycleFrom, registryOnly)
 	})
 
-	It("InitContainers injects istio-init with NET_ADMIN and NET_RAW, and runs no CNI DaemonSet", func(ctx SpecContext) {
+	It("InitContainers injects istio-init with NET_ADMIN and NET_RAW, and runs no CNI DaemonSet", emulated, func(ctx SpecContext) {
 		got := injectionNow(ctx, lw, apps)
 		record(got)
 		step := runbook.Step{Ref: "ADR-0004 / AKS istio-cni: InitContainers", Confirm: confirmInjection,
@@ -117,7 +118,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(err).To(MatchError(ContainSubstring("not found")), step.Explain(list{"the CNI DaemonSet exists"}))
 	})
 
-	It("Deployment Safeguards reject injected istio-init pods and admit the suite's own workload", Label("safeguards"), func(ctx SpecContext) {
+	It("Deployment Safeguards reject injected istio-init pods and admit the suite's own workload", Label("safeguards"), emulated, func(ctx SpecContext) {
 		lw.ApplyFixture(ctx, "safeguards/baseline-capabilities.yaml")
 		plain := lw.Namespace(ctx, "plain", nil)
 		step := runbook.Step{Ref: "ADR-0004 / AKS deployment-safeguards: Baseline capabilities",
@@ -133,7 +134,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprint(err)}, plain))
 	})
 
-	It("Safeguards exempt kube-system and the add-on's aks-istio-* namespaces", Label("safeguards"), func(ctx SpecContext) {
+	It("Safeguards exempt kube-system and the add-on's aks-istio-* namespaces", Label("safeguards"), emulated, func(ctx SpecContext) {
 		privileged := func(ns string) error {
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "netadmin-"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
 				Name: "c", Image: "registry.k8s.io/pause:3.10", SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}}}}}
@@ -147,7 +148,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(privileged(apps)).To(MatchError(ContainSubstring("Disallowed capabilities detected")), step.Explain(list{"user namespace admitted"}))
 	})
 
-	It("CNIChaining injects istio-validation instead of istio-init and runs the CNI DaemonSet", Label("cni"), func(ctx SpecContext) {
+	It("CNIChaining injects istio-validation instead of istio-init and runs the CNI DaemonSet", Label("cni"), emulated, func(ctx SpecContext) {
 		Expect(lw.Target.Addon().SetProxyRedirection(ctx, profile.CNIChaining)).To(Succeed())
 		step := runbook.Step{Ref: "ADR-0004 / AKS istio-cni: CNIChaining", Confirm: confirmInjection,
 			Expected: "istio-validation (drops ALL, uid 1337, non-root, read-only root), no istio-init, DaemonSet " + emulator.CNIDaemonSet + " in aks-istio-system",
@@ -175,7 +176,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 			To(Succeed(), step.Explain(list{"no CNI DaemonSet"}))
 	})
 
-	It("with CNIChaining, injected workloads pass Deployment Safeguards", Label("safeguards", "cni"), func(ctx SpecContext) {
+	It("with CNIChaining, injected workloads pass Deployment Safeguards", Label("safeguards", "cni"), emulated, func(ctx SpecContext) {
 		lw.ApplyFixture(ctx, "safeguards/baseline-capabilities.yaml")
 		// Two workloads: app moves to the canary later, ratings stays behind.
 		lw.Deploy(ctx, apps, scenario.App{Name: "ratings"})
@@ -189,7 +190,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(got.Revision).To(Equal(lifecycleFrom), step.Explain(got, apps, oldPod.Name))
 	})
 
-	It("copies the shared ConfigMap to the new revision's name before the upgrade", func(ctx SpecContext) {
+	It("copies the shared ConfigMap to the new revision's name before the upgrade", emulated, func(ctx SpecContext) {
 		var src corev1.ConfigMap
 		Expect(lw.Client.Get(ctx, client.ObjectKey{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap(lifecycleFrom)}, &src)).To(Succeed())
 		dst := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap(lifecycleTo)}, Data: src.Data}
@@ -197,7 +198,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		record(map[string]string{"copied": dst.Name})
 	})
 
-	It("upgrade start runs both istiods, with gateway Deployments per revision behind one Service", func(ctx SpecContext) {
+	It("upgrade start runs both istiods, with gateway Deployments per revision behind one Service", emulated, func(ctx SpecContext) {
 		Expect(lw.Target.Addon().UpgradeStart(ctx, lifecycleTo)).To(Succeed())
 		revs, err := lw.Target.Addon().Revisions(ctx)
 		Expect(err).NotTo(HaveOccurred())
@@ -220,24 +221,23 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(strings.Join(state, ";")).NotTo(ContainSubstring("false"), step.Explain(state))
 	})
 
-	It("the canary reads the copied shared ConfigMap (REGISTRY_ONLY)", Label("mesh-config"), func(ctx SpecContext) {
-		ep, err := lw.Target.Istiod(ctx, lifecycleTo)
-		Expect(err).NotTo(HaveOccurred())
-		mesh, err := xds.MergedMesh(ctx, ep.Debug)
+	It("the canary reads the copied shared ConfigMap (REGISTRY_ONLY)", Label("mesh-config"), upstream, func(ctx SpecContext) {
+		mesh, err := xds.MergedMesh(ctx, lw.Istiod(ctx, lifecycleTo))
 		Expect(err).NotTo(HaveOccurred())
 		step := runbook.Step{Ref: "seed §7 step 1: copy istio-shared-configmap-<old> to <new>", Confirm: "kubectl get cm -n aks-istio-system",
 			Expected: "istiod-" + lifecycleTo + " runs with outboundTrafficPolicy REGISTRY_ONLY", Fix: "copy the shared ConfigMap before upgrade start"}
 		Expect(mesh.GetOutboundTrafficPolicy().GetMode().String()).To(Equal("REGISTRY_ONLY"), step.Explain(list{mesh.GetOutboundTrafficPolicy().String()}))
 	})
 
-	It("refuses a third revision while two run", func(ctx SpecContext) {
-		err := lw.Target.Addon().UpgradeStart(ctx, "asm-1-29")
+	It("refuses a third revision while two run", emulated, func(ctx SpecContext) {
+		// n+1 of the canary, n+2 of the original: only the two-revision limit refuses it.
+		err := lw.Target.Addon().UpgradeStart(ctx, revisionAfter(lifecycleTo, 1))
 		step := runbook.Step{Ref: "AKS istio-upgrade: at most two revisions", Expected: "the add-on's error: Request exceeds maximum allowed number of revisions (2)",
 			Fix: "complete or roll back the running upgrade first"}
 		Expect(err).To(MatchError(emulator.ErrTooManyRevisions), step.Explain(list{fmt.Sprint(err)}))
 	})
 
-	It("during the canary the higher revision validates Istio resources", func(ctx SpecContext) {
+	It("during the canary the higher revision validates Istio resources", emulated, func(ctx SpecContext) {
 		var v admissionregistrationv1.ValidatingWebhookConfiguration
 		Expect(lw.Client.Get(ctx, client.ObjectKey{Name: emulator.DefaultValidator}, &v)).To(Succeed())
 		step := runbook.Step{Ref: "DESIGN §4: during a canary the higher revision validates", Confirm: "kubectl get validatingwebhookconfigurations -l istio.io/rev",
@@ -252,7 +252,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 	})
 
-	It("repointing the tag leaves running pods on the old revision until they restart", func(ctx SpecContext) {
+	It("repointing the tag leaves running pods on the old revision until they restart", upstream, func(ctx SpecContext) {
 		Expect(revtag.Set(ctx, lw.Target.RESTConfig(), prodTag, lifecycleTo)).To(Succeed())
 		step := runbook.Step{Ref: "seed §7 step 3: istioctl tag set prod --revision " + lifecycleTo + " --overwrite", Confirm: confirmInjection,
 			Expected: "istioctl tag list shows prod -> " + lifecycleTo + "; the running pod keeps its " + lifecycleFrom + " sidecar; new admissions get " + lifecycleTo,
@@ -270,9 +270,9 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		record(got)
 	})
 
-	It("a rollout restart moves the pods to the new revision, and sync status shows both revisions", func(ctx SpecContext) {
+	It("a rollout restart moves the pods to the new revision, and sync status shows both revisions", upstream, func(ctx SpecContext) {
 		behind := lw.RunningPod(ctx, apps, "ratings")
-		lw.Proxy(ctx, behind, "ratings")
+		lw.Proxy(ctx, behind)
 		lw.RolloutRestart(ctx, apps, "app")
 		pod := lw.RunningPod(ctx, apps, "app")
 		got := evidence.InjectionOf(pod)
@@ -282,7 +282,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 			Fix:      "restart every workload of the tagged namespaces"}
 		Expect(got.Revision).To(Equal(lifecycleTo), step.Explain(got, apps, pod.Name))
 		Expect(got.DiscoveryAddress).To(HavePrefix(addon.Istiod(lifecycleTo)+"."), step.Explain(got, apps, pod.Name))
-		lw.Proxy(ctx, pod, "app")
+		lw.Proxy(ctx, pod)
 		Eventually(func(g Gomega) {
 			oldSide, newSide := syncedProxies(ctx, lw, lifecycleFrom, apps), syncedProxies(ctx, lw, lifecycleTo, apps)
 			mixed := list{fmt.Sprintf("%s: %v; %s: %v", lifecycleFrom, oldSide, lifecycleTo, newSide)}
@@ -292,7 +292,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 	})
 
-	It("upgrade complete removes the old control plane and its gateway Deployments", func(ctx SpecContext) {
+	It("upgrade complete removes the old control plane and its gateway Deployments", emulated, func(ctx SpecContext) {
 		Expect(lw.Target.Addon().UpgradeComplete(ctx)).To(Succeed())
 		gw := addon.IngressGateway(addon.External)
 		revs, err := lw.Target.Addon().Revisions(ctx)
@@ -309,7 +309,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(lw.Client.Get(ctx, client.ObjectKey{Namespace: addon.IngressNamespace, Name: gw}, &corev1.Service{})).To(Succeed(), step.Explain(list{"the gateway Service is gone"}))
 	})
 
-	It("a namespace labelled with the removed revision gets no injection", func(ctx SpecContext) {
+	It("a namespace labelled with the removed revision gets no injection", emulated, func(ctx SpecContext) {
 		ns := lw.Namespace(ctx, "stale", map[string]string{addon.RevisionLabel: lifecycleFrom})
 		got := injectionNow(ctx, lw, ns)
 		record(got)
@@ -318,7 +318,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(got.Injected).To(BeFalse(), step.Explain(got, ns, "<dry run>"))
 	})
 
-	It("removing the tag stops injection in the namespaces that use it", func(ctx SpecContext) {
+	It("removing the tag stops injection in the namespaces that use it", upstream, func(ctx SpecContext) {
 		Expect(revtag.Remove(ctx, lw.Target.RESTConfig(), prodTag)).To(Succeed())
 		step := runbook.Step{Ref: "istioctl tag remove prod --istioNamespace aks-istio-system", Confirm: "istioctl tag list --istioNamespace aks-istio-system",
 			Expected: "istioctl tag list no longer shows prod, and pods of namespaces labelled istio.io/rev=prod are no longer injected",
@@ -333,7 +333,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		record(tags)
 	})
 
-	It("refuses complete when no upgrade is in progress", func(ctx SpecContext) {
+	It("refuses complete when no upgrade is in progress", emulated, func(ctx SpecContext) {
 		err := lw.Target.Addon().UpgradeComplete(ctx)
 		Expect(err).To(MatchError(emulator.ErrUpgradeNotStarted), runbook.Step{Ref: "az aks mesh upgrade complete",
 			Expected: "Azure Service Mesh upgrade is not in progress."}.Explain(list{fmt.Sprint(err)}))
@@ -351,39 +351,43 @@ var _ = Describe("Revision lifecycle: guardrails of upgrade and a rollback", Ord
 		lw.SetSharedMeshConfig(ctx, lifecycleFrom, registryOnly)
 	})
 
-	It("refuses an upgrade that is not to n+1 or n+2", func(ctx SpecContext) {
-		err := lw.Target.Addon().UpgradeStart(ctx, "asm-1-30")
+	It("refuses an upgrade that is not to n+1 or n+2", emulated, func(ctx SpecContext) {
+		// n+3 (asm-1-31), a revision that builds here: only the add-on's step rule refuses it.
+		jump := revisionAfter(lifecycleFrom, 3)
+		err := lw.Target.Addon().UpgradeStart(ctx, jump)
 		Expect(err).To(MatchError(ContainSubstring("Requested change in revisions is not allowed")), runbook.Step{Ref: "AKS istio-upgrade: n+1 or n+2 only",
-			Expected: "the add-on refuses " + lifecycleFrom + " -> asm-1-30", Fix: "az aks mesh get-upgrades lists the allowed revisions"}.Explain(list{fmt.Sprint(err)}))
+			Expected: "the add-on refuses " + lifecycleFrom + " -> " + jump, Fix: "az aks mesh get-upgrades lists the allowed revisions"}.Explain(list{fmt.Sprint(err)}))
 	})
 
-	It("a patch upgrade changes the proxy of restarted pods only", func(ctx SpecContext) {
+	It("a patch upgrade changes the proxy of restarted pods only", emulated, func(ctx SpecContext) {
 		patcher, ok := lw.Target.Addon().(addon.PatchUpgrader)
 		if !ok {
 			Skip("target " + lw.Target.Name() + " cannot trigger patch upgrades: the add-on applies them itself")
 		}
+		// The patch AKS moved the revision to (its profile's aksPatch, from the release notes).
+		patch := lw.Profile.Istio.AKSPatch
+		Expect(patch).NotTo(BeElementOf("", lw.Profile.ProxyImage.Tag),
+			"fixtures/profiles/%s.yaml: istio.aksPatch must name a patch other than the build's proxy tag to replay a patch upgrade", lifecycleFrom)
 		lw.Deploy(ctx, apps, scenario.App{Name: "app"})
 		before := evidence.InjectionOf(lw.RunningPod(ctx, apps, "app"))
-		Expect(patcher.PatchUpgrade(ctx, lifecycleFrom, "1.27.10")).To(Succeed())
+		Expect(patcher.PatchUpgrade(ctx, lifecycleFrom, patch)).To(Succeed())
 		step := runbook.Step{Ref: "seed §7: patch upgrades roll istiod and gateways; sidecars keep the old proxy until restart", Confirm: confirmInjection,
-			Expected: "the running pod keeps " + before.ProxyImage + "; after a restart it gets the 1.27.10 proxy", Fix: "restart workloads after a patch upgrade"}
+			Expected: "the running pod keeps " + before.ProxyImage + "; after a restart it gets the " + patch + " proxy", Fix: "restart workloads after a patch upgrade"}
 		Eventually(func(g Gomega) {
-			g.Expect(injectionNow(ctx, lw, apps).ProxyImage).To(HaveSuffix(":1.27.10-distroless"))
+			g.Expect(injectionNow(ctx, lw, apps).ProxyImage).To(HaveSuffix(":" + patch + "-distroless"))
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 		still := evidence.InjectionOf(lw.Pod(ctx, apps, before.Pod))
 		Expect(still.ProxyImage).To(Equal(before.ProxyImage), step.Explain(still, apps, before.Pod))
 		lw.RolloutRestart(ctx, apps, "app")
 		after := evidence.InjectionOf(lw.RunningPod(ctx, apps, "app"))
 		record(map[string]string{"before": before.ProxyImage, "running pod": still.ProxyImage, "after restart": after.ProxyImage})
-		Expect(after.ProxyImage).To(HaveSuffix(":1.27.10-distroless"), step.Explain(after, apps, after.Pod))
+		Expect(after.ProxyImage).To(HaveSuffix(":"+patch+"-distroless"), step.Explain(after, apps, after.Pod))
 	})
 
-	It("without copying the shared ConfigMap the canary ignores REGISTRY_ONLY", Label("mesh-config"), func(ctx SpecContext) {
+	It("without copying the shared ConfigMap the canary ignores REGISTRY_ONLY", Label("mesh-config"), upstream, func(ctx SpecContext) {
 		Expect(lw.Target.Addon().UpgradeStart(ctx, lifecycleTo)).To(Succeed())
 		meshOf := func(rev string) string {
-			ep, err := lw.Target.Istiod(ctx, rev)
-			Expect(err).NotTo(HaveOccurred())
-			mesh, err := xds.MergedMesh(ctx, ep.Debug)
+			mesh, err := xds.MergedMesh(ctx, lw.Istiod(ctx, rev))
 			Expect(err).NotTo(HaveOccurred())
 			return mesh.GetOutboundTrafficPolicy().GetMode().String()
 		}
@@ -394,7 +398,7 @@ var _ = Describe("Revision lifecycle: guardrails of upgrade and a rollback", Ord
 		Expect([]string{old, canary}).To(Equal([]string{"REGISTRY_ONLY", "ALLOW_ANY"}), step.Explain(list{old, canary}))
 	})
 
-	It("upgrade rollback removes the canary and keeps the original revision", func(ctx SpecContext) {
+	It("upgrade rollback removes the canary and keeps the original revision", emulated, func(ctx SpecContext) {
 		Expect(lw.Target.Addon().UpgradeRollback(ctx)).To(Succeed())
 		revs, err := lw.Target.Addon().Revisions(ctx)
 		Expect(err).NotTo(HaveOccurred())

@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -11,13 +12,16 @@ import (
 	. "github.com/onsi/gomega"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1"
+	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"istio.io/istio/pilot/pkg/simulation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -110,7 +114,7 @@ type routeCase struct {
 	check  func(host string, vh *route.VirtualHost, r *route.Route) error
 }
 
-var _ = Describe("Traffic management: routes", Label("routing"), func() {
+var _ = Describe("Traffic management: routes", Label("routing"), upstream, func() {
 	DescribeTable("a VirtualService reaches the client's served routes",
 		func(ctx SpecContext, rc routeCase) {
 			client, host := reviews(ctx, "routing")
@@ -168,13 +172,14 @@ var _ = Describe("Traffic management: routes", Label("routing"), func() {
 						Percentage: &networkingapi.Percent{Value: 10}},
 				}, Route: []*networkingapi.HTTPRouteDestination{to(h, "v1", 0)}}
 			},
-			expect: "the route's envoy.filters.http.fault config aborts with 503 and delays 2s",
+			expect: "the route's envoy.filters.http.fault config aborts 50% of requests with 503 and delays 10% by 2s",
 			check: func(_ string, _ *route.VirtualHost, r *route.Route) error {
 				var f faultv3.HTTPFault
 				if err := perFilterConfig(r, "envoy.filters.http.fault", &f); err != nil {
 					return err
 				}
-				if f.GetAbort().GetHttpStatus() != 503 || f.GetDelay().GetFixedDelay().AsDuration() != 2*time.Second {
+				if f.GetAbort().GetHttpStatus() != 503 || !percentIs(f.GetAbort().GetPercentage(), 50) ||
+					f.GetDelay().GetFixedDelay().AsDuration() != 2*time.Second || !percentIs(f.GetDelay().GetPercentage(), 10) {
 					return fmt.Errorf("fault %v", &f)
 				}
 				return nil
@@ -200,7 +205,10 @@ var _ = Describe("Traffic management: routes", Label("routing"), func() {
 			expect: "retry policy: 3 retries, 1s per try, on 5xx and connect-failure",
 			check: func(_ string, _ *route.VirtualHost, r *route.Route) error {
 				rp := r.GetRoute().GetRetryPolicy()
-				if rp.GetNumRetries().GetValue() != 3 || rp.GetPerTryTimeout().AsDuration() != time.Second || !strings.Contains(rp.GetRetryOn(), "5xx") {
+				// retryOn names Envoy's retry conditions; each must be served, and no other.
+				on := strings.Split(rp.GetRetryOn(), ",")
+				slices.Sort(on)
+				if rp.GetNumRetries().GetValue() != 3 || rp.GetPerTryTimeout().AsDuration() != time.Second || !slices.Equal(on, []string{"5xx", "connect-failure"}) {
 					return fmt.Errorf("retry policy %v", rp)
 				}
 				return nil
@@ -211,10 +219,10 @@ var _ = Describe("Traffic management: routes", Label("routing"), func() {
 				return &networkingapi.HTTPRoute{Route: []*networkingapi.HTTPRouteDestination{to(h, "v1", 0)},
 					Mirror: &networkingapi.Destination{Host: h, Subset: "v2"}, MirrorPercentage: &networkingapi.Percent{Value: 25}}
 			},
-			expect: "a request mirror policy to subset v2",
+			expect: "a request mirror policy to subset v2 for 25% of requests",
 			check: func(h string, _ *route.VirtualHost, r *route.Route) error {
 				for _, m := range r.GetRoute().GetRequestMirrorPolicies() {
-					if m.GetCluster() == subsetCluster(h, "v2") {
+					if m.GetCluster() == subsetCluster(h, "v2") && percentIs(m.GetRuntimeFraction().GetDefaultValue(), 25) {
 						return nil
 					}
 				}
@@ -266,11 +274,13 @@ var _ = Describe("Traffic management: routes", Label("routing"), func() {
 					Response: &networkingapi.Headers_HeaderOperations{Remove: []string{"x-internal"}},
 				}, Route: []*networkingapi.HTTPRouteDestination{to(h, "v1", 0)}}
 			},
-			expect: "request header x-conformance set, response header x-internal removed",
+			expect: "request header x-conformance set to on (replacing any value), response header x-internal removed",
 			check: func(_ string, _ *route.VirtualHost, r *route.Route) error {
 				set := false
 				for _, hv := range r.GetRequestHeadersToAdd() {
-					set = set || hv.GetHeader().GetKey() == "x-conformance"
+					// Istio documents `set` as overwriting: Envoy must not append a second value.
+					set = set || hv.GetHeader().GetKey() == "x-conformance" && hv.GetHeader().GetValue() == "on" &&
+						hv.GetAppendAction() == core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 				}
 				if !set || !slices.Contains(r.GetResponseHeadersToRemove(), "x-internal") {
 					return fmt.Errorf("request headers to add %v, response headers to remove %v", r.GetRequestHeadersToAdd(), r.GetResponseHeadersToRemove())
@@ -285,11 +295,14 @@ var _ = Describe("Traffic management: routes", Label("routing"), func() {
 					AllowMethods: []string{"GET"},
 				}, Route: []*networkingapi.HTTPRouteDestination{to(h, "v1", 0)}}
 			},
-			expect: "the route's CORS policy allows origin https://shop.contoso.com",
+			expect: "the route's CORS policy allows origin https://shop.contoso.com and method GET only",
 			check: func(_ string, _ *route.VirtualHost, r *route.Route) error {
 				var cors corsv3.CorsPolicy
 				if err := perFilterConfig(r, "envoy.filters.http.cors", &cors); err != nil {
 					return err
+				}
+				if cors.GetAllowMethods() != "GET" {
+					return fmt.Errorf("CORS allow methods %q: %v", cors.GetAllowMethods(), &cors)
 				}
 				for _, o := range cors.GetAllowOriginStringMatch() {
 					if o.GetExact() == "https://shop.contoso.com" {
@@ -318,9 +331,27 @@ var _ = Describe("Traffic management: routes", Label("routing"), func() {
 		})
 		expectSynced(ctx, client, step)
 	})
+
+	It("shows a proxy that rejects pushed clusters as not SYNCED for CDS, and SYNCED once it accepts again (row 10)", Label("sync"), func(ctx SpecContext) {
+		client, _ := reviews(ctx, "sync-nack")
+		step := runbook.Step{Ref: "troubleshooting row 10: istioctl proxy-status shows whether each proxy acknowledged its config",
+			Confirm:  "istioctl proxy-status --istioNamespace aks-istio-system --revision " + world.Revision(),
+			Expected: "CDS not SYNCED while the proxy NACKs a cluster push; every type SYNCED after it accepts one",
+			Fix:      "a proxy that stays STALE rejected its config: its istio-proxy log and istiod's log name the rejected resource"}
+		expectSynced(ctx, client, step)
+		// Like an Envoy that cannot load a cluster: it NACKs, keeping its last good config.
+		client.proxy.Reject(v3.ClusterType, true)
+		world.Service(ctx, client.ns, "nack-trigger", "nobody", 7070) // a new Service: a cluster push
+		stale := awaitSyncStatus(ctx, client, step, func(s xds.ProxyStatus) bool { return s.Types["CDS"] == xds.Stale })
+		Expect(stale.Synced("CDS", "LDS")).To(BeFalse(), step.Explain(list{fmt.Sprint(stale.Types)}, client.ns, client.pod.Name))
+		record(stale)
+		client.proxy.Reject(v3.ClusterType, false)
+		world.Service(ctx, client.ns, "nack-clear", "nobody", 7071)
+		expectSynced(ctx, client, step)
+	})
 })
 
-var _ = Describe("Traffic management: destination policies", Label("routing"), func() {
+var _ = Describe("Traffic management: destination policies", Label("routing"), upstream, func() {
 	DescribeTable("a DestinationRule reaches the client's served cluster",
 		func(ctx SpecContext, policy *networkingapi.TrafficPolicy, expect string, check func(*cluster.Cluster) error) {
 			client, host := reviews(ctx, "dr")
@@ -365,12 +396,21 @@ var _ = Describe("Traffic management: destination policies", Label("routing"), f
 	)
 })
 
-var _ = Describe("Traffic management: traffic", Label("routing", "dataplane"), func() {
+var _ = Describe("Traffic management: traffic", Label("routing", "dataplane"), upstream, func() {
 	BeforeEach(requireDataPlane)
 	It("splits 90/10 within a binomial 99% bound over 1000 requests", func() {
 		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
 	})
 })
+
+// percentIs says whether an Envoy fractional percent is want percent, whatever denominator
+// istiod chose to encode it with.
+func percentIs(p *typev3.FractionalPercent, want float64) bool {
+	denominator := map[typev3.FractionalPercent_DenominatorType]float64{
+		typev3.FractionalPercent_HUNDRED: 100, typev3.FractionalPercent_TEN_THOUSAND: 10_000, typev3.FractionalPercent_MILLION: 1_000_000,
+	}[p.GetDenominator()]
+	return p != nil && denominator > 0 && math.Abs(float64(p.GetNumerator())/denominator*100-want) < 1e-9
+}
 
 // perFilterConfig decodes a route's per-filter config of the named HTTP filter into into.
 func perFilterConfig(r *route.Route, filter string, into proto.Message) error {
@@ -381,14 +421,21 @@ func perFilterConfig(r *route.Route, filter string, into proto.Message) error {
 	return cfg.UnmarshalTo(into)
 }
 
-// expectSynced waits until istiod's sync status shows the workload's proxy SYNCED.
+// expectSynced waits until istiod's sync status shows the workload's proxy SYNCED for
+// the types it subscribed to (clusters and listeners; routes follow listeners).
 func expectSynced(ctx context.Context, w workload, step runbook.Step) {
 	GinkgoHelper()
-	ep, err := world.Target.Istiod(ctx, world.Revision())
-	Expect(err).NotTo(HaveOccurred())
+	mine := awaitSyncStatus(ctx, w, step, func(s xds.ProxyStatus) bool { return s.Synced("CDS", "LDS") })
+	record(mine)
+}
+
+// awaitSyncStatus waits until the workload's line of istiod's sync status (from the replica
+// its proxy is connected to) satisfies want, and returns it.
+func awaitSyncStatus(ctx context.Context, w workload, step runbook.Step, want func(xds.ProxyStatus) bool) xds.ProxyStatus {
+	GinkgoHelper()
 	var mine xds.ProxyStatus
 	Eventually(func(g Gomega) {
-		statuses, err := xds.SyncStatus(ctx, ep.Debug, w.ns)
+		statuses, err := xds.SyncStatus(ctx, world.Cluster, world.Revision(), w.ns)
 		g.Expect(err).NotTo(HaveOccurred())
 		found := false
 		for _, s := range statuses {
@@ -397,7 +444,7 @@ func expectSynced(ctx context.Context, w workload, step runbook.Step) {
 			}
 		}
 		g.Expect(found).To(BeTrue(), "proxy %s.%s is not in istiod's sync status", w.pod.Name, w.ns)
-		g.Expect(mine.Synced()).To(BeTrue(), step.Explain(list{fmt.Sprint(mine.Types)}, w.ns, w.pod.Name))
+		g.Expect(want(mine)).To(BeTrue(), step.Explain(list{fmt.Sprint(mine.Types)}, w.ns, w.pod.Name))
 	}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
-	record(mine)
+	return mine
 }

@@ -51,7 +51,7 @@ func deployWorkload(ctx context.Context, ns, name string, ports ...int32) worklo
 	pod := world.RunningPod(ctx, ns, name)
 	w := workload{ns: ns, pod: pod}
 	if evidence.InjectionOf(pod).Injected {
-		w.proxy = world.Proxy(ctx, pod, name)
+		w.proxy = world.Proxy(ctx, pod)
 	}
 	return w
 }
@@ -103,7 +103,7 @@ const (
 	permissive     = securityapi.PeerAuthentication_MutualTLS_PERMISSIVE
 )
 
-var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
+var _ = Describe("Security: mutual TLS", Label("security", "mtls"), upstream, func() {
 	It("accepts plaintext and mTLS by default (PERMISSIVE)", func(ctx SpecContext) {
 		server := deployWorkload(ctx, meshNamespace(ctx, "mtls-default"), "server", httpPort)
 		step := runbook.Step{Ref: "seed §3: the add-on's mesh default is PERMISSIVE", Confirm: confirmInbound,
@@ -183,14 +183,17 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 		ns := meshNamespace(ctx, "mtls-uninjected")
 		server := deployWorkload(ctx, ns, "server", httpPort)
 		client := deployWorkload(ctx, world.Namespace(ctx, "legacy-client", nil), "client")
-		Expect(client.proxy).To(BeNil(), "the client namespace is not labelled: its pod must have no sidecar")
 		applied := time.Now()
 		world.Create(ctx, peerAuthentication(ns, "default", strict, nil))
 		step := runbook.Step{Ref: "troubleshooting row 4: 503 UC / connection reset from clients outside the mesh",
 			Confirm:  "kubectl get pod -n <client ns> -o jsonpath='{..containers[*].name}'; " + confirmInbound,
-			Expected: "the un-injected client can only send plaintext, which the STRICT server rejects (503 UC through a proxy, a reset without)",
+			Expected: "the un-injected client can only send plaintext, which the STRICT server rejects (503 UC through a proxy, a reset without), while it accepts the mTLS an injected client sends",
 			Fix:      "inject the client (istio.io/rev on its namespace and a restart) or set the server to PERMISSIVE during migration"}
-		inbound(ctx, server, httpPort, verdict.Plaintext, false, applied, step)
+		// The client is judged from its own admitted pod, then the server on what the client sends.
+		sent := sentByUninjected(client)
+		inbound(ctx, server, httpPort, sent, false, applied, step)
+		// The rejection is of this client's plaintext, not of every caller.
+		inbound(ctx, server, httpPort, verdict.MTLS, true, applied, step)
 	})
 
 	It("a DestinationRule with tls DISABLE makes the client send plaintext to a STRICT server (row 5)", func(ctx SpecContext) {
@@ -217,7 +220,7 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), func() {
 	})
 })
 
-var _ = Describe("Security: authorization", Label("security", "authz"), func() {
+var _ = Describe("Security: authorization", Label("security", "authz"), upstream, func() {
 	var server, friend, stranger workload
 	BeforeEach(func(ctx SpecContext) {
 		server = deployWorkload(ctx, meshNamespace(ctx, "authz"), "server", httpPort)
@@ -228,11 +231,23 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 		return verdict.Request{Principal: from.principal(), Method: "GET", Path: path, Port: httpPort}
 	}
 
-	It("allows every request when no AuthorizationPolicy applies", func(ctx SpecContext) {
-		step := runbook.Step{Ref: "seed §3: no AuthorizationPolicy means allow", Confirm: confirmAuthz,
-			Expected: "no RBAC filter on the server: every request is allowed",
-			Fix:      "kubectl get authorizationpolicy -n <ns>,aks-istio-system"}
-		authorize(ctx, server, get(stranger, "/"), verdict.MTLS, true, time.Now(), step)
+	It("allows every request when no AuthorizationPolicy applies, even beside a workload that one denies everything", func(ctx SpecContext) {
+		neighbour := deployWorkload(ctx, server.ns, "neighbour", httpPort)
+		// An ALLOW policy without rules matches nothing: Istio's documented "allow-nothing".
+		nothing := allowPolicy(server.ns, "allow-nothing")
+		nothing.Spec.Selector = &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": "neighbour"}}
+		applied := time.Now()
+		world.Create(ctx, nothing)
+		step := runbook.Step{Ref: "seed §3: no AuthorizationPolicy means allow; a selector scopes a policy to its workloads", Confirm: confirmAuthz,
+			Expected: "the neighbour, selected by an ALLOW policy without rules, denies every request; the server, which no policy selects, is served no RBAC filter and allows every request",
+			Fix:      "kubectl get authorizationpolicy -n <ns>,aks-istio-system -o yaml: check each policy's spec.selector"}
+		// The control: where a policy applies, the evaluator finds its RBAC filter in what
+		// istiod serves. Without it, "no filter on the server" could mean the evaluator
+		// looked in the wrong place rather than that no policy applies.
+		authorize(ctx, neighbour, get(stranger, "/"), verdict.MTLS, false, applied, step)
+		barrier(ctx, server, "AuthorizationPolicy", nothing)
+		d := authorize(ctx, server, get(stranger, "/"), verdict.MTLS, true, time.Now(), step)
+		Expect(d.Policies).To(BeEmpty(), step.Explain(d, server.at()...))
 	})
 
 	It("the first ALLOW policy denies everything it does not match (row 6)", func(ctx SpecContext) {
@@ -311,7 +326,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 		world.Create(ctx, allowPolicy(server.ns, "allow-friend", &securityapi.Rule{
 			From: []*securityapi.Rule_From{{Source: &securityapi.Source{Namespaces: []string{friend.ns}}}},
 		}))
-		step := runbook.Step{Ref: "seed §3 / troubleshooting: istioctl proxy-status after a change", Confirm: "istioctl proxy-status --istioNamespace aks-istio-system",
+		step := runbook.Step{Ref: "seed §3 / troubleshooting: istioctl proxy-status after a change", Confirm: "istioctl proxy-status --istioNamespace aks-istio-system --revision " + world.Revision(),
 			Expected: "the server's proxy received the policy and every type it was sent is acknowledged (SYNCED)",
 			Fix:      "a STALE proxy has not acknowledged: check istiod's log for rejected config (NACK)"}
 		authorize(ctx, server, get(stranger, "/"), verdict.MTLS, false, applied, step)
@@ -319,7 +334,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), func() {
 	})
 })
 
-var _ = Describe("Security: traffic", Label("security", "dataplane"), func() {
+var _ = Describe("Security: traffic", Label("security", "dataplane"), upstream, func() {
 	BeforeEach(requireDataPlane)
 
 	It("an un-injected client calling a STRICT server gets a reset (503 UC through a proxy, row 4)", func() {
@@ -329,6 +344,24 @@ var _ = Describe("Security: traffic", Label("security", "dataplane"), func() {
 		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
 	})
 })
+
+// sentByUninjected judges what a client outside the mesh sends. Whether it has a sidecar is
+// read from the pod the API server admitted (istiod's webhook decided), not from the labels
+// the spec chose: with no istio-proxy (native or not) and no redirection init container,
+// nothing intercepts the app's connections, so its HTTP leaves as the app writes it,
+// plaintext. An injected pod fails here instead of passing for the wrong reason.
+func sentByUninjected(c workload) verdict.TLS {
+	GinkgoHelper()
+	got := evidence.InjectionOf(c.pod)
+	record(got)
+	step := runbook.Step{Ref: "troubleshooting row 4: the client is outside the mesh", Confirm: confirmInjection,
+		Expected: "the client pod has no istio-proxy and no istio-init or istio-validation: nothing wraps its HTTP in mTLS",
+		Fix:      "the client's namespace must carry no istio.io/rev label (and no revision tag) for this check"}
+	Expect(got.Injected).To(BeFalse(), step.Explain(got, c.ns, c.pod.Name))
+	Expect(got.Redirection).To(BeEmpty(), step.Explain(got, c.ns, c.pod.Name))
+	Expect(c.proxy).To(BeNil(), step.Explain(got, c.ns, c.pod.Name))
+	return verdict.Plaintext
+}
 
 // strictServerAndClient is a STRICT server and an injected client in another namespace,
 // with the client's proxy already holding a cluster for the server.
@@ -377,13 +410,12 @@ func trimSpiffe(principal string) string { return principal[len("spiffe://"):] }
 // With no obj (a change istiod does not watch at all) it only waits for the later push.
 func barrier(ctx context.Context, w workload, kind string, obj client.Object) {
 	GinkgoHelper()
-	ep, err := world.Target.Istiod(ctx, world.Revision())
-	Expect(err).NotTo(HaveOccurred())
+	istiod := world.Istiod(ctx, world.Revision())
 	Eventually(func(g Gomega) {
 		if obj == nil {
 			return
 		}
-		known, err := xds.ConfigKnown(ctx, ep.Debug, kind, obj.GetNamespace(), obj.GetName())
+		known, err := xds.ConfigKnown(ctx, istiod, kind, obj.GetNamespace(), obj.GetName())
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(known).To(BeTrue(), "istiod has not seen %s %s/%s yet", kind, obj.GetNamespace(), obj.GetName())
 	}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
@@ -395,7 +427,7 @@ func barrier(ctx context.Context, w workload, kind string, obj client.Object) {
 	world.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: marker},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: port}}}})
 	listenerName := fmt.Sprintf("0.0.0.0_%d", port)
-	_, err = w.proxy.Await(ctx, time.Now(), world.Timeout, func(s xds.Snapshot) error {
+	_, err := w.proxy.Await(ctx, time.Now(), world.Timeout, func(s xds.Snapshot) error {
 		for _, l := range s.Listeners {
 			if l.GetName() == listenerName {
 				return nil

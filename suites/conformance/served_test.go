@@ -23,13 +23,13 @@ func (o observed) String() string { return fmt.Sprint(o.v) }
 func served[T any](ctx context.Context, proxy *xds.Proxy, since time.Time, step runbook.Step, confirm []any, judge func(xds.Snapshot) (T, error)) T {
 	GinkgoHelper()
 	var got T
-	took, err := proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
+	arrival, err := proxy.Await(ctx, since, world.Timeout, func(s xds.Snapshot) error {
 		var err error
 		got, err = judge(s)
 		return err
 	})
 	Expect(err).NotTo(HaveOccurred(), step.Explain(observed{got}, confirm...))
-	propagation(took)
+	propagation(arrival)
 	record(got)
 	return got
 }

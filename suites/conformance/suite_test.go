@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,26 +19,32 @@ import (
 	"github.com/onsi/ginkgo/v2/types"
 	. "github.com/onsi/gomega"
 
-	"github.com/aks-istio-conformance/conformance/harness/kube"
+	"github.com/aks-istio-conformance/conformance/harness/addon/azure"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
 	"github.com/aks-istio-conformance/conformance/harness/report"
 	"github.com/aks-istio-conformance/conformance/harness/scenario"
 	"github.com/aks-istio-conformance/conformance/harness/target"
 	"github.com/aks-istio-conformance/conformance/harness/targets"
 	"github.com/aks-istio-conformance/conformance/harness/telemetry"
+	"github.com/aks-istio-conformance/conformance/harness/xds"
 )
 
 var (
 	targetFlag = flag.String("target", envOr("ASM_TARGET", targets.Default()),
 		"where to run: "+strings.Join(targets.Names, ", ")+" (env ASM_TARGET)")
-	revisionsFlag = flag.String("revisions", envOr("ASM_REVISIONS", "asm-1-28"),
+	revisionsFlag = flag.String("revisions", envOr("ASM_REVISIONS", "asm-1-29"),
 		"comma-separated add-on revisions to run; the first is the one scenarios use (env ASM_REVISIONS)")
 	reportsFlag = flag.String("reports-dir", envOr("ASM_REPORTS_DIR", filepath.Join("..", "..", "reports")),
 		"where each run writes its directory of reports and component logs (env ASM_REPORTS_DIR)")
 	kubeconfigFlag = flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of an existing cluster (aks)")
 	meshWideFlag   = flag.Bool("allow-mesh-wide-changes", os.Getenv("ASM_ALLOW_MESH_WIDE_CHANGES") == "true",
 		"on a real cluster, allow scenarios that change mesh-wide settings (they restore them)")
-	timeoutFlag = flag.Duration("eventually-timeout", 30*time.Second,
+	disruptiveFlag = flag.Bool("allow-disruptive", os.Getenv("ASM_ALLOW_DISRUPTIVE") == "true",
+		"on a real cluster, allow runbooks that change the add-on itself (upgrade, rollback); needs the Azure flags")
+	azureSubscription  = flag.String(azure.FlagSubscription, os.Getenv("AZURE_SUBSCRIPTION_ID"), "aks: the cluster's subscription, for add-on operations (az aks mesh ...)")
+	azureResourceGroup = flag.String(azure.FlagResourceGroup, "", "aks: the cluster's resource group, for add-on operations")
+	azureCluster       = flag.String(azure.FlagCluster, "", "aks: the cluster's name, for add-on operations")
+	timeoutFlag        = flag.Duration("eventually-timeout", 30*time.Second,
 		"how long a convergence check may take; raise it for slow clusters")
 )
 
@@ -53,35 +60,59 @@ func TestConformance(t *testing.T) {
 }
 
 var _ = BeforeSuite(func(ctx SpecContext) {
-	revisions := strings.Split(*revisionsFlag, ",")
+	var revisions []string
+	if *revisionsFlag != "" {
+		revisions = strings.Split(*revisionsFlag, ",")
+	}
 	run = report.Run{ID: newRunID(), Target: *targetFlag, Revisions: revisions}
 	dir, err := filepath.Abs(filepath.Join(*reportsFlag, time.Now().UTC().Format("20060102-150405")+"-"+run.ID))
 	Expect(err).NotTo(HaveOccurred())
 	runDir = dir
-	for _, rev := range revisions {
-		_, err := profile.Load(rev)
-		Expect(err).NotTo(HaveOccurred(), "flag --revisions (ASM_REVISIONS)")
+	// A bad flag or a failed preflight ends the run with one plain line: its cause, the
+	// flag or object, and the fix.
+	abort := func(line string) {
+		run.Error = line
+		AbortSuite(line)
 	}
-	def, _ := profile.Load(revisions[0])
-
+	for _, rev := range revisions {
+		if _, err := profile.Load(rev); err != nil {
+			abort(fmt.Sprintf("flag -revisions (REVISIONS, ASM_REVISIONS): %v", err))
+		}
+	}
 	t, err := targets.Open(ctx, target.Options{
 		Name: *targetFlag, Revisions: revisions, WorkDir: filepath.Join(dir, *targetFlag),
-		Kubeconfig: *kubeconfigFlag, AllowMeshWideChanges: *meshWideFlag,
+		Kubeconfig: *kubeconfigFlag, AllowMeshWideChanges: *meshWideFlag, AllowDisruptive: *disruptiveFlag,
+		AzureSubscription: *azureSubscription, AzureResourceGroup: *azureResourceGroup, AzureCluster: *azureCluster,
 	})
 	if err != nil {
-		run.Error = err.Error()
+		abort(fmt.Sprintf("target %s: %v", *targetFlag, err))
 	}
-	Expect(err).NotTo(HaveOccurred(), "bring up target %s", *targetFlag)
+	if len(revisions) == 0 { // a real cluster's installed revisions, newest first
+		installed, err := t.Addon().Revisions(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		slices.Reverse(installed)
+		revisions, run.Revisions = installed, installed
+	}
+	def, err := profile.Load(revisions[0])
+	if err != nil {
+		abort(fmt.Sprintf("revision %s runs on the cluster but has no profile here (fixtures/profiles): %v", revisions[0], err))
+	}
 	DeferCleanup(func(ctx SpecContext) {
 		Expect(t.Close(ctx)).To(Succeed(), "stop target %s", t.Name())
 	}, NodeTimeout(2*time.Minute))
 	run.Phases, run.Capabilities = t.Phases(), t.Capabilities()
 
-	c, err := kube.NewClient(t.RESTConfig())
-	Expect(err).NotTo(HaveOccurred())
-	*world = scenario.World{Target: t, Client: c, RunID: run.ID, Profile: def, Timeout: *timeoutFlag, Poll: 200 * time.Millisecond}
+	*world = *scenario.NewWorld(t, run.ID, def, *timeoutFlag, 200*time.Millisecond)
 	GinkgoWriter.Printf("target %s up; kubeconfig %s\n", t.Name(), t.KubeconfigPath())
 }, NodeTimeout(20*time.Minute))
+
+// After the run, the user's mesh configuration is as it was: every shared ConfigMap a spec
+// changed was restored (checked here, once, against what it held before the first change).
+var _ = AfterSuite(func(ctx SpecContext) {
+	if world.Client != nil {
+		Expect(world.VerifyMeshConfigsRestored(ctx)).To(Succeed())
+	}
+})
 
 // After every spec, istiod's push metrics go into the report; the summary keeps the last
 // sample of each family (control-plane health after each family).
@@ -89,11 +120,11 @@ var _ = AfterEach(func(ctx SpecContext) {
 	if world.Target == nil {
 		return
 	}
-	ep, err := world.Target.Istiod(ctx, world.Revision())
+	istiod, err := world.Cluster.Istiod(ctx, world.Revision())
 	if err != nil {
 		return
 	}
-	if m, err := telemetry.ScrapePushMetrics(ctx, ep.Monitoring); err == nil {
+	if m, err := telemetry.ScrapePushMetrics(ctx, istiod); err == nil {
 		AddReportEntry(report.ControlPlaneEntry, m, types.ReportEntryVisibilityNever)
 	}
 })
@@ -109,7 +140,8 @@ var _ = ReportAfterSuite("reports", func(r Report) {
 	Expect(report.Write(runDir, r, s)).To(Succeed())
 	// Straight to stdout: people read this summary whatever Ginkgo's verbosity.
 	report.Console(os.Stdout, s)
-	fmt.Fprintf(os.Stdout, "reports: %s\n", runDir)
+	// The last line: the page people open, with the machine-readable reports beside it.
+	fmt.Fprintf(os.Stdout, "report: %s (junit.xml, summary.json and logs beside it)\n", filepath.Join(runDir, report.HTMLFile))
 	latest := filepath.Join(filepath.Dir(runDir), "latest")
 	_ = os.Remove(latest)
 	_ = os.Symlink(filepath.Base(runDir), latest)
@@ -120,9 +152,14 @@ func record(v any) {
 	AddReportEntry(report.EvidenceEntry, v, types.ReportEntryVisibilityFailureOrVerbose)
 }
 
-// propagation records how long a change took to reach a proxy (report.PropagationEntry).
-func propagation(d time.Duration) {
-	AddReportEntry(report.PropagationEntry, d.Seconds(), types.ReportEntryVisibilityNever)
+// propagation records how long a change took to reach a proxy (report.PropagationEntry),
+// or, when the check already held at the first look, only that it did: nothing traveled.
+func propagation(a xds.Arrival) {
+	if !a.Traveled {
+		AddReportEntry(report.PropagationHeldEntry, true, types.ReportEntryVisibilityNever)
+		return
+	}
+	AddReportEntry(report.PropagationEntry, a.Took.Seconds(), types.ReportEntryVisibilityNever)
 }
 
 // newRunID is a short lowercase id that prefixes every namespace of the run.

@@ -84,6 +84,11 @@ func (e *Emulator) Enable(ctx context.Context, revision string) error {
 	if err != nil {
 		return err
 	}
+	// Refuse a revision without a build here (asm-1-30) before anything is rendered, with
+	// its one-line reason rather than a missing-binary error.
+	if _, err := p.LocalToolchain(); err != nil {
+		return err
+	}
 	return e.enable(ctx, p)
 }
 

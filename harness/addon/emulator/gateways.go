@@ -40,14 +40,9 @@ func (e *Emulator) EnableIngressGateway(ctx context.Context, t addon.IngressType
 // Deployment <name>-<rev> in aks-istio-egress unless another namespace is given. On a
 // cluster whose network is Azure CNI Pod Subnet it refuses, as the add-on does.
 func (e *Emulator) EnableEgressGateway(ctx context.Context, gw addon.EgressGateway) error {
-	if gw.Name == "" {
-		return errors.New("--istio-egressgateway-name is required")
-	}
-	if gw.GatewayConfigurationName == "" {
-		return errors.New("--gateway-configuration-name is required")
-	}
-	if gw.Namespace == "" {
-		gw.Namespace = addon.EgressNamespace
+	gw, err := gw.Complete()
+	if err != nil {
+		return err
 	}
 	podSubnet, err := e.podSubnetNetwork(ctx)
 	if err != nil {
@@ -140,6 +135,11 @@ func (e *Emulator) enableGateway(ctx context.Context, component, name, namespace
 					_ = unstructured.SetNestedField(o.Object, addon.GatewayDeployment(name, p.Revision), "spec", "scaleTargetRef", "name")
 				}
 			}
+			if o.GetKind() == "Deployment" {
+				if err := setGatewayNodeAffinity(o, p.GatewayNodeAffinity); err != nil {
+					return fmt.Errorf("%s/%s: %w", namespace, o.GetName(), err)
+				}
+			}
 			if customize != nil {
 				customize(o)
 			}
@@ -149,6 +149,25 @@ func (e *Emulator) enableGateway(ctx context.Context, component, name, namespace
 		}
 	}
 	return nil
+}
+
+// setGatewayNodeAffinity gives a gateway Deployment the add-on's preferred node affinity:
+// one term for nodes labelled azureservicemesh/istio.replica.preferred=true and one for
+// AKS system nodes, weighted per revision (istio-deploy-ingress: the weights swapped at
+// asm-1-30). Istio's charts cannot express these terms (their preferred terms are only
+// per-architecture), so the rendered Deployment's preferred terms are replaced; required
+// terms are kept. Each revision's Deployment carries its own revision's weights, so during
+// a canary across asm-1-30 the two Deployments differ.
+func setGatewayNodeAffinity(o *unstructured.Unstructured, w profile.GatewayNodeAffinity) error {
+	term := func(weight int32, key, value string) any {
+		return map[string]any{"weight": int64(weight), "preference": map[string]any{"matchExpressions": []any{
+			map[string]any{"key": key, "operator": "In", "values": []any{value}},
+		}}}
+	}
+	return unstructured.SetNestedSlice(o.Object, []any{
+		term(w.ReplicaPreferred, profile.ReplicaPreferredLabel, "true"),
+		term(w.SystemNodes, profile.SystemNodeLabel, "system"),
+	}, "spec", "template", "spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution")
 }
 
 func setLabel(o *unstructured.Unstructured, key, value string) {

@@ -47,8 +47,15 @@ func (e *Emulator) UpgradeStart(ctx context.Context, revision string) error {
 	if err != nil {
 		return err
 	}
-	// The upgrade keeps the cluster's proxy-redirection mechanism.
+	if _, err := next.LocalToolchain(); err != nil {
+		return err
+	}
+	// The upgrade keeps the cluster's proxy-redirection mechanism: the CNI default of
+	// asm-1-30 and later is for new installations only (AKS istio-cni).
 	next.ProxyRedirection = current.ProxyRedirection
+	// Native sidecars: asm-1-29 and later turn them on at upgrade; asm-1-27 and asm-1-28
+	// keep what the cluster had (AKS istio-native-sidecar).
+	next.NativeSidecars = next.NativeSidecarsOnUpgrade || current.NativeSidecars
 	if err := e.enable(ctx, next); err != nil {
 		return err
 	}

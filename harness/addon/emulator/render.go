@@ -50,14 +50,26 @@ func commonFlags(p profile.Profile) []string {
 // egressGateways) and nothing else.
 func gatewayFlags(p profile.Profile, component, name, namespace string) []string {
 	prefix := "components." + component + "[0]."
+	// Injected gateways (the charts' injected-deployment: image "auto", the webhook's
+	// gateway template), so a gateway outside the root namespace gets its proxy config,
+	// istiod's address included, from the injector as the add-on's gateways do; the plain
+	// chart's Deployment would read a mesh ConfigMap that only exists in the root namespace
+	// and fall back to istiod.istio-system.
+	chart := map[string]string{"ingressGateways": "istio-ingressgateway", "egressGateways": "istio-egressgateway"}[component]
 	return append(commonFlags(p), "profile=empty",
-		prefix+"name="+name, prefix+"enabled=true", prefix+"namespace="+namespace, prefix+"label.istio="+name)
+		prefix+"name="+name, prefix+"enabled=true", prefix+"namespace="+namespace, prefix+"label.istio="+name,
+		"values.gateways."+chart+".injectionTemplate=gateway")
 }
 
 // render runs the istio-render binary built from the profile's own Istio module, so the
-// charts are exactly those of the emulated version.
+// charts are exactly those of the emulated version. A profile without a build here (e.g.
+// asm-1-30) is refused with its one-line *profile.NoBuildError.
 func render(p profile.Profile, flags []string) ([]*unstructured.Unstructured, error) {
-	bin, err := binaries.Path(p.Istio.Toolchain, "istio-render")
+	toolchain, err := p.LocalToolchain()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := binaries.Path(toolchain, "istio-render")
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -49,10 +51,9 @@ type controlPlane struct {
 	restConfig *rest.Config
 	client     client.Client
 	procs      []*process.Process
-	detached   bool
 }
 
-type binaryPaths struct{ etcd, apiserver, controllerManager, scheduler, kwok, kwokStages string }
+type binaryPaths struct{ etcd, apiserver, controllerManager, scheduler, kwok, kwokStages, kwokCRDs string }
 
 func resolveBinaries() (binaryPaths, error) {
 	var b binaryPaths
@@ -67,6 +68,7 @@ func resolveBinaries() (binaryPaths, error) {
 		{&b.scheduler, binaries.Kubernetes, "kube-scheduler"},
 		{&b.kwok, binaries.Kwok, "kwok"},
 		{&b.kwokStages, binaries.Kwok, "stages.yaml"},
+		{&b.kwokCRDs, binaries.Kwok, "kwok-crds"},
 	} {
 		p, err := binaries.Path(item.toolchain, item.name)
 		*item.dst = p
@@ -77,12 +79,12 @@ func resolveBinaries() (binaryPaths, error) {
 
 // startControlPlane brings the cluster up in order and stops what it started if any step
 // fails, so a failed start leaves nothing running.
-func startControlPlane(ctx context.Context, dir string, detached bool, rec *timing.Recorder) (cp *controlPlane, err error) {
+func startControlPlane(ctx context.Context, dir string, rec *timing.Recorder) (cp *controlPlane, err error) {
 	bins, err := resolveBinaries()
 	if err != nil {
 		return nil, err
 	}
-	cp = &controlPlane{dir: dir, detached: detached}
+	cp = &controlPlane{dir: dir}
 	defer func() {
 		if err != nil {
 			cp.stop()
@@ -141,6 +143,10 @@ func startControlPlane(ctx context.Context, dir string, detached bool, rec *timi
 		"--service-cluster-ip-range=" + serviceCIDR, "--authorization-mode=Node,RBAC",
 		"--allow-privileged=true", "--profiling=false",
 		"--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+		// The kubelet API (logs, exec, port-forward) is kwok's, on loopback, verified with
+		// the cluster CA like a real node's.
+		"--kubelet-certificate-authority=" + f.CACert, "--kubelet-client-certificate=" + f.AdminCert,
+		"--kubelet-client-key=" + f.AdminKey, "--kubelet-preferred-address-types=InternalIP",
 	}}, 60*time.Second, httpCheck(adminHTTP, server+"/readyz")); err != nil {
 		return cp, err
 	}
@@ -170,22 +176,52 @@ func startControlPlane(ctx context.Context, dir string, detached bool, rec *timi
 	}}, 60*time.Second, httpCheck(insecure, "https://127.0.0.1:"+strconv.Itoa(schedPort)+"/healthz")); err != nil {
 		return cp, err
 	}
+	// kwok serves the fake node's kubelet API at 127.0.0.1 (the node's InternalIP): the API
+	// server dials nothing off this machine. Its certificate comes from the cluster CA.
+	kwokCert, kwokKey, err := pki.Issue(f, filepath.Join(dir, "pki"), "kwok-kubelet", []string{"localhost", nodeName}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		return cp, err
+	}
+	if err := rec.Time("kwok CRDs", func() error { return cp.applyKwokCRDs(ctx, bins.kwokCRDs) }); err != nil {
+		return cp, err
+	}
 	if err := cp.run(ctx, rec, process.Spec{Name: "kwok", Path: bins.kwok, Args: []string{
 		kc, "--config=" + bins.kwokStages, "--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector=" + kwokAnnotation + "=fake",
-		"--cidr=" + podCIDR, "--node-ip=10.0.0.1", "--node-lease-duration-seconds=40",
-		"--server-address=127.0.0.1:" + strconv.Itoa(kwokPort),
+		"--cidr=" + podCIDR, "--node-ip=127.0.0.1", "--node-port=" + strconv.Itoa(kwokPort), "--node-lease-duration-seconds=40",
+		"--server-address=127.0.0.1:" + strconv.Itoa(kwokPort), "--tls-cert-file=" + kwokCert, "--tls-private-key-file=" + kwokKey,
+		"--enable-crds=PortForward,Logs",
 	}}, 30*time.Second, cp.fakeNodeReady); err != nil {
 		return cp, err
 	}
 	return cp, nil
 }
 
+// applyKwokCRDs creates kwok's PortForward and Logs CRDs (printed by the kwok toolchain's
+// kwok-crds, from kwok's module) and waits until they are served.
+func (cp *controlPlane) applyKwokCRDs(ctx context.Context, printer string) error {
+	out, err := exec.CommandContext(ctx, printer).Output()
+	if err != nil {
+		return fmt.Errorf("%s: %w", printer, err)
+	}
+	objs, err := kube.Decode(bytes.NewReader(out))
+	if err != nil {
+		return fmt.Errorf("kwok CRDs: %w", err)
+	}
+	var names []string
+	for _, o := range objs {
+		names = append(names, o.GetName())
+	}
+	if err := kube.Apply(ctx, cp.client, objs); err != nil {
+		return err
+	}
+	return kube.WaitEstablished(ctx, cp.client, names, 30*time.Second)
+}
+
 // run starts one component and waits for its readiness check, timing both.
 func (cp *controlPlane) run(ctx context.Context, rec *timing.Recorder, spec process.Spec, timeout time.Duration, ready func(context.Context) error) error {
 	return rec.Time(spec.Name+" ready", func() error {
 		spec.LogPath = filepath.Join(cp.dir, "logs", spec.Name+".log")
-		spec.Detached = cp.detached
 		p, err := process.Start(spec)
 		if err != nil {
 			return err

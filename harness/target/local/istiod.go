@@ -16,12 +16,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/aks-istio-conformance/conformance/harness/addon"
-	"github.com/aks-istio-conformance/conformance/harness/addon/emulator"
 	"github.com/aks-istio-conformance/conformance/harness/binaries"
+	"github.com/aks-istio-conformance/conformance/harness/cluster"
 	"github.com/aks-istio-conformance/conformance/harness/pki"
 	"github.com/aks-istio-conformance/conformance/harness/process"
 	"github.com/aks-istio-conformance/conformance/harness/profile"
-	"github.com/aks-istio-conformance/conformance/harness/target"
 )
 
 // istiodPorts are one revision's loopback ports; each revision has its own, ctrlz
@@ -41,27 +40,38 @@ type istiodPorts struct {
 type istiodRuntime struct {
 	dir        string
 	kubeconfig string
-	detached   bool
 	pki        pki.Files
 	servers    []*http.Server
+	// road checks that a started revision is reachable the way every caller reaches it:
+	// through the API server's port-forward to its pod.
+	road   *cluster.Cluster
+	bridge *kwokBridge
 
-	mu    sync.Mutex
-	ports map[string]istiodPorts
-	procs map[string]*process.Process
+	mu     sync.Mutex
+	ports  map[string]istiodPorts
+	procs  map[string]*process.Process
+	logs   map[string]string // the current start's CRI log of each revision
+	starts int
 }
 
-func newIstiodRuntime(dir, kubeconfig string, files pki.Files, detached bool) *istiodRuntime {
-	return &istiodRuntime{dir: dir, kubeconfig: kubeconfig, pki: files, detached: detached,
-		ports: map[string]istiodPorts{}, procs: map[string]*process.Process{}}
+func newIstiodRuntime(dir, kubeconfig string, files pki.Files, road *cluster.Cluster) *istiodRuntime {
+	return &istiodRuntime{dir: dir, kubeconfig: kubeconfig, pki: files, road: road,
+		ports: map[string]istiodPorts{}, procs: map[string]*process.Process{}, logs: map[string]string{}}
+}
+
+// lookup gives the kwok bridge a running revision's ports and log file.
+func (r *istiodRuntime) lookup(revision string) (istiodPorts, string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.procs[revision] == nil {
+		return istiodPorts{}, "", false
+	}
+	return r.ports[revision], r.logs[revision], true
 }
 
 // ServeValidation serves h over HTTPS on a loopback port with a certificate from the
-// cluster's CA, which the API server trusts through the returned bundle. A detached
-// target outlives this process, so it has no webhook host.
+// cluster's CA, which the API server trusts through the returned bundle.
 func (r *istiodRuntime) ServeValidation(path string, h http.Handler) (string, []byte, error) {
-	if r.detached {
-		return "", nil, emulator.ErrNoWebhookHost
-	}
 	cert, key, err := pki.Issue(r.pki, filepath.Dir(r.pki.CACert), "harness-webhook", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
 		return "", nil, err
@@ -192,21 +202,36 @@ func (r *istiodRuntime) Start(ctx context.Context, p profile.Profile, d *appsv1.
 	}
 	r.mu.Lock()
 	running := r.procs[rev] != nil
+	r.starts++
+	// Each start logs to a file of its own, in CRI format: the pod's Logs object points at
+	// the current one, so `kubectl logs` shows this start's output.
+	logPath := filepath.Join(r.dir, "logs", fmt.Sprintf("istiod-%s-%d.log", rev, r.starts))
 	r.mu.Unlock()
 	if running {
 		return fmt.Errorf("istiod %s is already running", rev)
 	}
 	proc, err := process.Start(process.Spec{
-		Name: "istiod-" + rev, Path: bin, Args: args, Env: envList, Dir: work,
-		LogPath: filepath.Join(r.dir, "logs", "istiod-"+rev+".log"), Detached: r.detached,
+		Name: "istiod-" + rev, Path: bin, Args: args, Env: envList, Dir: work, LogPath: logPath, CRILog: true,
 	})
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.procs[rev] = proc
+	r.procs[rev], r.logs[rev] = proc, logPath
 	r.mu.Unlock()
-	return proc.WaitReady(ctx, 60*time.Second, httpCheck(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/ready", ports.HTTP)))
+	if err := proc.WaitReady(ctx, 60*time.Second, httpCheck(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/ready", ports.HTTP))); err != nil {
+		return err
+	}
+	r.bridge.Kick()
+	// Serving on loopback is not enough: every caller reaches istiod through its pod.
+	return proc.WaitReady(ctx, 60*time.Second, func(ctx context.Context) error {
+		istiod, err := r.road.Istiod(ctx, rev)
+		if err != nil {
+			return err
+		}
+		_, err = istiod.Get(ctx, "/metrics")
+		return err
+	})
 }
 
 // Stop ends one revision's istiod and frees its ports.
@@ -215,6 +240,7 @@ func (r *istiodRuntime) Stop(_ context.Context, revision string) error {
 	p := r.procs[revision]
 	delete(r.procs, revision)
 	delete(r.ports, revision)
+	delete(r.logs, revision)
 	r.mu.Unlock()
 	if p == nil {
 		return nil
@@ -238,29 +264,4 @@ func (r *istiodRuntime) stop() error {
 		errs = append(errs, r.Stop(context.Background(), rev))
 	}
 	return errors.Join(errs...)
-}
-
-// endpoints are the loopback addresses of a running revision's istiod.
-func (r *istiodRuntime) endpoints(revision string) (target.IstiodEndpoints, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ports, ok := r.ports[revision]
-	if !ok {
-		return target.IstiodEndpoints{}, fmt.Errorf("revision %s is not running on the local target", revision)
-	}
-	return target.IstiodEndpoints{
-		XDS:        fmt.Sprintf("127.0.0.1:%d", ports.GRPC),
-		Debug:      fmt.Sprintf("http://127.0.0.1:%d", ports.HTTP),
-		Monitoring: fmt.Sprintf("http://127.0.0.1:%d", ports.Monitoring),
-	}, nil
-}
-
-func (r *istiodRuntime) pids() []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var pids []int
-	for _, p := range r.procs {
-		pids = append(pids, p.PID())
-	}
-	return pids
 }

@@ -2,24 +2,25 @@
 // (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), kwok's fake node and
 // one real istiod process per revision, all on loopback, built from pinned modules. There
 // is no container runtime and no Envoy: it proves admission, injection, served xDS and
-// sync status, never traffic.
+// sync status, never traffic. After bring-up it is reached like any cluster: through its
+// kubeconfig, with kwok serving the fake node's kubelet API (port-forward, logs) on
+// 127.0.0.1.
 package local
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/aks-istio-conformance/conformance/harness/addon"
 	"github.com/aks-istio-conformance/conformance/harness/addon/emulator"
-	"github.com/aks-istio-conformance/conformance/harness/process"
+	"github.com/aks-istio-conformance/conformance/harness/cluster"
 	"github.com/aks-istio-conformance/conformance/harness/target"
 	"github.com/aks-istio-conformance/conformance/harness/timing"
 )
@@ -28,8 +29,11 @@ import (
 type Local struct {
 	cp      *controlPlane
 	istiod  *istiodRuntime
+	road    *cluster.Cluster
 	addon   *emulator.Emulator
 	rec     *timing.Recorder
+	stopBr  context.CancelFunc
+	bridged sync.WaitGroup
 	closing sync.Once
 	err     error
 }
@@ -37,7 +41,8 @@ type Local struct {
 var _ target.Target = (*Local)(nil)
 
 // Open brings the cluster up, enables the requested revisions and returns when their
-// webhooks are served. On failure everything started is stopped again.
+// webhooks are served and their istiod pods answer through the API server. On failure
+// everything started is stopped again.
 func Open(ctx context.Context, opts target.Options) (_ *Local, err error) {
 	if len(opts.Revisions) == 0 {
 		return nil, errors.New("local target: no revision to enable")
@@ -47,16 +52,28 @@ func Open(ctx context.Context, opts target.Options) (_ *Local, err error) {
 	}
 	l := &Local{rec: &timing.Recorder{}}
 	start := time.Now()
-	l.cp, err = startControlPlane(ctx, opts.WorkDir, opts.Detached, l.rec)
+	l.cp, err = startControlPlane(ctx, opts.WorkDir, l.rec)
 	if err != nil {
 		return nil, fmt.Errorf("local target: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			_ = l.stop() // detached or not: a failed start leaves nothing running
+			_ = l.stop() // a failed start leaves nothing running
 		}
 	}()
-	l.istiod = newIstiodRuntime(opts.WorkDir, l.cp.kubeconfig, l.cp.files, opts.Detached)
+	if l.road, err = cluster.New(l.cp.restConfig); err != nil {
+		return nil, fmt.Errorf("local target: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(l.cp.restConfig)
+	if err != nil {
+		return nil, fmt.Errorf("local target: %w", err)
+	}
+	l.istiod = newIstiodRuntime(opts.WorkDir, l.cp.kubeconfig, l.cp.files, l.road)
+	l.istiod.bridge = newKwokBridge(kube, l.cp.client, l.istiod.lookup)
+	bridgeCtx, cancel := context.WithCancel(context.Background())
+	l.stopBr = cancel
+	l.bridged.Add(1)
+	go l.istiod.bridge.run(bridgeCtx, &l.bridged)
 	l.addon = emulator.New(l.cp.client, l.istiod, l.rec)
 	for _, rev := range opts.Revisions {
 		if err := l.addon.Enable(ctx, rev); err != nil {
@@ -64,11 +81,6 @@ func Open(ctx context.Context, opts target.Options) (_ *Local, err error) {
 		}
 	}
 	l.rec.Add("target ready", time.Since(start))
-	if opts.Detached {
-		if err := l.writeState(opts.WorkDir); err != nil {
-			return nil, err
-		}
-	}
 	return l, nil
 }
 
@@ -78,29 +90,26 @@ func (l *Local) KubeconfigPath() string   { return l.cp.kubeconfig }
 func (l *Local) Addon() addon.Operations  { return l.addon }
 func (l *Local) Phases() []timing.Phase   { return l.rec.Phases() }
 
-// Istiod returns the loopback addresses of a revision's istiod process.
-func (l *Local) Istiod(_ context.Context, revision string) (target.IstiodEndpoints, error) {
-	return l.istiod.endpoints(revision)
-}
-
 func (l *Local) Capabilities() target.Capabilities {
 	// An emulated cluster belongs to the run: mesh-wide changes and add-on operations are
 	// safe. There is no Envoy, so no data plane.
 	return target.Capabilities{DataPlane: false, MeshWideChanges: true, AddonOperations: true, EmulatedAddon: true}
 }
 
-// Close stops istiod, then the control plane in reverse order. A detached target is left
-// running for `make down`.
-func (l *Local) Close(context.Context) error {
-	if l.cp.detached {
-		return nil
-	}
-	return l.stop()
-}
+// Close stops istiod, then the control plane in reverse order. It is safe to call more
+// than once.
+func (l *Local) Close(context.Context) error { return l.stop() }
 
 func (l *Local) stop() error {
 	l.closing.Do(func() {
 		var errs []error
+		if l.stopBr != nil {
+			l.stopBr()
+			l.bridged.Wait()
+		}
+		if l.road != nil {
+			l.road.Close()
+		}
 		if l.istiod != nil {
 			errs = append(errs, l.istiod.stop())
 		}
@@ -108,60 +117,4 @@ func (l *Local) stop() error {
 		l.err = errors.Join(errs...)
 	})
 	return l.err
-}
-
-// state is what `make down` needs to stop a detached target.
-type state struct {
-	Kubeconfig string `json:"kubeconfig"`
-	// PIDs in stop order: istiods first, etcd last.
-	PIDs []int `json:"pids"`
-}
-
-const stateFile = "state.json"
-
-func (l *Local) writeState(dir string) error {
-	s := state{Kubeconfig: l.cp.kubeconfig, PIDs: l.istiod.pids()}
-	for i := len(l.cp.procs) - 1; i >= 0; i-- {
-		s.PIDs = append(s.PIDs, l.cp.procs[i].PID())
-	}
-	data, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, stateFile), data, 0o644)
-}
-
-// Running reports the kubeconfig of a detached target left in dir by `make up`, or "".
-func Running(dir string) string {
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if err != nil {
-		return ""
-	}
-	var s state
-	if json.Unmarshal(data, &s) != nil {
-		return ""
-	}
-	return s.Kubeconfig
-}
-
-// StopDetached stops a target left running in dir by `make up`.
-func StopDetached(dir string) error {
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no local target is running from %s (nothing to stop)", dir)
-	}
-	if err != nil {
-		return err
-	}
-	var s state
-	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Join(dir, stateFile), err)
-	}
-	var errs []error
-	for _, pid := range s.PIDs {
-		errs = append(errs, process.StopPID(pid, 15*time.Second))
-	}
-	_ = os.RemoveAll(filepath.Join(dir, "etcd"))
-	errs = append(errs, os.Remove(filepath.Join(dir, stateFile)))
-	return errors.Join(errs...)
 }

@@ -31,7 +31,7 @@ func TestAdaptPointsWebhooksAtLoopback(t *testing.T) {
 		"webhooks": []any{map[string]any{"name": "rev.namespace.sidecar-injector.istio.io", "clientConfig": map[string]any{
 			"service": map[string]any{"name": "istiod-asm-1-28", "namespace": "aks-istio-system", "path": "/inject"}}}},
 	}}
-	r := newIstiodRuntime(t.TempDir(), "kubeconfig", pki.Files{}, false)
+	r := newIstiodRuntime(t.TempDir(), "kubeconfig", pki.Files{}, nil)
 	if err := r.Adapt("asm-1-28", []*unstructured.Unstructured{mwc}); err != nil {
 		t.Fatal(err)
 	}

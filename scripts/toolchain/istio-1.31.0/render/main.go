@@ -1,0 +1,1 @@
+../../shared/istio-render/main.go
