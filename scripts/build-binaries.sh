@@ -175,7 +175,7 @@ compile() {
 		pkgs+=("${m#*=}")
 	done
 	# The members of a group record the same time, the group's; separately built ones
-	# (an older cache) are bounded by the slowest.
+	# (an older cache) are estimated by the slowest.
 	for b in "${bins[@]}"; do
 		recorded=$(cat "$cache/bin/$dir/$b.seconds" 2>/dev/null || true)
 		if [[ $recorded =~ ^[0-9]+$ ]] && ((recorded > ${estimate:-0})); then estimate=$recorded; fi

@@ -87,7 +87,7 @@ for point in "${points[@]}"; do
 	at=$((SECONDS - start))
 	if ! $hit; then
 		if running "$job"; then kill -INT -- "-$job"; fi
-		wait "$job" && rc=0 || rc=$?
+		wait "$job" 2>/dev/null && rc=0 || rc=$? # 2>/dev/null: bash's "Interrupt" job notice
 		echo "interrupt-test: $point: the run ended (exit $rc) before it got there; see $log" >&2
 		failed+=("$point: not reached (the run ended first, exit $rc)")
 		continue
@@ -98,7 +98,7 @@ for point in "${points[@]}"; do
 		kill -KILL -- "-$job" 2>/dev/null && touch "$work/$point.killed"
 	) &
 	watchdog=$!
-	wait "$job" && rc=0 || rc=$?
+	wait "$job" 2>/dev/null && rc=0 || rc=$? # 2>/dev/null: bash's "Interrupt" job notice
 	took=$((SECONDS - start - at))
 	# The watchdog is a job too: ending its group ends its sleep, which would otherwise
 	# hold this script's output open.

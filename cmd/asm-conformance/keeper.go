@@ -154,6 +154,9 @@ func down(args []string) error {
 	if !held {
 		return cleanUpAfterKeeper(abs)
 	}
+	if pid <= 0 { // locked, its PID not yet written: signalling 0 would signal this group
+		return fmt.Errorf("the keeper of %s is just starting (no PID in %s yet): run `make down` again", abs, keeperLockFile)
+	}
 	// The keeper stops its components in order (also when it is still bringing them up);
 	// SIGKILL is the last resort (its children then die with it, by the kernel's
 	// parent-death signal).

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/oauth"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	"istio.io/istio/pilot/test/xdstest"
@@ -104,6 +105,13 @@ func Connect(ctx context.Context, road *kcluster.Cluster, revision string, id Id
 	if err := p.dial(ctx, timeout); err != nil {
 		return nil, err
 	}
+	// Synced means every initial watch was answered, which can be before the clusters and
+	// the routes the listeners name arrived: wait for a set an Envoy could serve with
+	// (reconnecting, as Await does, when a named route configuration stays missing).
+	if _, err := p.Await(ctx, time.Now(), timeout, complete(id.Router)); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("istiod %s served %s no complete initial config: %w", p.Istiod(), id.NodeID(), err)
+	}
 	return p, nil
 }
 
@@ -114,9 +122,18 @@ func (p *Proxy) dial(ctx context.Context, timeout time.Duration) error {
 	if id.Router {
 		nodeType = model.Router
 	}
-	ep, err := p.road.XDSEndpoint(ctx, p.revision, id.Object)
-	if err != nil {
-		return fmt.Errorf("connect as %s: %w", id.NodeID(), err)
+	// A sidecar starts only once its namespace holds the mesh root (kubelet waits for the
+	// istio-ca-root-cert volume) and istiod answers: wait for them the same way, bounded.
+	var ep kcluster.XDSEndpoint
+	var last error
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		ep, last = p.road.XDSEndpoint(ctx, p.revision, id.Object)
+		return last == nil, nil
+	}); err != nil {
+		if last == nil {
+			last = err
+		}
+		return fmt.Errorf("connect as %s: %w", id.NodeID(), last)
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(ep.RootCert) {
@@ -173,12 +190,6 @@ func (p *Proxy) dial(ctx context.Context, timeout time.Duration) error {
 	case <-ctx.Done():
 		p.Close()
 		return ctx.Err()
-	}
-	// Synced means every initial watch was answered, which can be before the clusters and
-	// the routes the listeners name arrived: wait for a set an Envoy could serve with.
-	if _, err := p.await(ctx, time.Now(), timeout, false, complete(id.Router)); err != nil {
-		p.Close()
-		return fmt.Errorf("istiod %s served %s no complete initial config: %w", ep.Istiod, id.NodeID(), err)
 	}
 	return nil
 }
@@ -296,12 +307,6 @@ type Arrival struct {
 // Await waits until check accepts the proxy's configuration, re-checking on every
 // resource istiod pushes, and says how long the change took to arrive.
 func (p *Proxy) Await(ctx context.Context, since time.Time, timeout time.Duration, check func(Snapshot) error) (Arrival, error) {
-	return p.await(ctx, since, timeout, true, check)
-}
-
-// await is Await; redial allows reconnecting when route configurations stay missing (not
-// while the first connection is still being made).
-func (p *Proxy) await(ctx context.Context, since time.Time, timeout time.Duration, redial bool, check func(Snapshot) error) (Arrival, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	var danglingSince time.Time
@@ -323,7 +328,7 @@ func (p *Proxy) await(ctx context.Context, since time.Time, timeout time.Duratio
 			}
 		}
 		switch dangling := s.danglingRoutes(); {
-		case !redial || len(dangling) == 0:
+		case len(dangling) == 0:
 			danglingSince = time.Time{}
 		case danglingSince.IsZero():
 			danglingSince = time.Now()
