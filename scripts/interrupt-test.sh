@@ -30,6 +30,7 @@ export GONOSUMDB=${GONOSUMDB:-istio.io,github.com/openshift/api} GOFLAGS=-mod=re
 work=$(mktemp -d "${TMPDIR:-/tmp}/asm-interrupt.XXXXXX")
 echo "interrupt-test: runs with LABELS='$labels' under $work"
 go build -o "$work/asm-conformance" ./cmd/asm-conformance
+trap 'rm -f "$work/asm-conformance"' EXIT # the logs stay; the 100 MB checker need not
 
 # reach POINT REPORTS LOG JOB: returns once the run has got to the point (0), or has ended
 # or run out of time before it (1). -ginkgo.v makes Ginkgo print each suite-level node as
