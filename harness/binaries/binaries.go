@@ -24,6 +24,10 @@ const (
 	Kwok       = "kwok-0.8.0"
 )
 
+// Kubectl is built from the Kubernetes toolchain, for the confirm commands the suite runs
+// (harness/confirm): the client matches the local target's API server.
+const Kubectl = "kubectl"
+
 // The binaries of every Istio toolchain (istio-<version>). scripts/build-binaries.sh
 // builds pilot-discovery and istioctl in one `go build` (they share most packages);
 // istioctl is for people pointing it at a local target (`make istioctl-path`).

@@ -57,7 +57,7 @@ func TestToolchainsExistInTheRepository(t *testing.T) {
 func TestBuildScriptBuildsWhatTheHarnessReads(t *testing.T) {
 	want := map[string][]string{
 		Etcd:       {"etcd"},
-		Kubernetes: {"kube-apiserver", "kube-controller-manager", "kube-scheduler"},
+		Kubernetes: {"kube-apiserver", "kube-controller-manager", "kube-scheduler", Kubectl},
 		Kwok:       {"kwok", "kwok-stages", "kwok-crds"},
 	}
 	istio, err := filepath.Glob(filepath.Join("..", "..", "scripts", "toolchain", "istio-*"))

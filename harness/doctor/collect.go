@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -190,7 +191,7 @@ func Collect(ctx context.Context, r client.Reader, cp ControlPlane, opts Options
 // problem records a part of the snapshot that could not be read.
 func (s *Snapshot) problem(message, confirm, fix, deployment string) {
 	s.Problems = append(s.Problems, Finding{Objects: []string{Object("Deployment", addon.RootNamespace, deployment)},
-		Message: message, Confirm: confirm, Fix: fix})
+		Message: message, Confirm: confirm, Fix: fix, Shows: `\b` + regexp.QuoteMeta(deployment) + `-`})
 }
 
 // listIstio lists an Istio kind in every namespace. A cluster without its CRD has none; any
@@ -200,7 +201,9 @@ func (s *Snapshot) listIstio(ctx context.Context, r client.Reader, list client.O
 	if err != nil && !meta.IsNoMatchError(err) {
 		s.Problems = append(s.Problems, Finding{Objects: []string{Object("CustomResourceDefinition", "", resource)},
 			Message: fmt.Sprintf("%s could not be listed (the checks that read them ran without them): %v", resource, err),
-			Confirm: "kubectl get " + resource + " -A", Fix: "grant the doctor's identity list on " + resource})
+			// What the command shows is the doctor's own error: Forbidden, or a listing that
+			// now works.
+			Confirm: "kubectl get " + resource + " -A", Shows: `(?i)forbidden|error|NAME`, Fix: "grant the doctor's identity list on " + resource})
 	}
 	return err == nil
 }
@@ -213,7 +216,8 @@ func (s *Snapshot) collectIstioSystemPolicies(ctx context.Context, r client.Read
 			if !meta.IsNoMatchError(err) {
 				s.Problems = append(s.Problems, Finding{Objects: []string{Object("Namespace", "", istioSystem)},
 					Message: fmt.Sprintf("%s in %s could not be listed: %v", k.resource, istioSystem, err),
-					Confirm: fmt.Sprintf("kubectl get %s -n %s", k.resource, istioSystem), Fix: "grant the doctor's identity list on " + k.resource})
+					Confirm: fmt.Sprintf("kubectl get %s -n %s", k.resource, istioSystem), Shows: `(?i)forbidden|error|NAME|No resources`,
+					Fix: "grant the doctor's identity list on " + k.resource})
 			}
 			continue
 		}

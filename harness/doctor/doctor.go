@@ -84,7 +84,12 @@ type Finding struct {
 	Objects []string `json:"objects"`
 	Message string   `json:"message"`
 	Confirm string   `json:"confirm"`
-	Fix     string   `json:"fix"`
+	// Shows is a regular expression Confirm's output matches while the finding holds: the
+	// suite runs every confirm command and checks it (harness/confirm).
+	Shows string `json:"shows,omitempty"`
+	// Lacks is one the output must not match while the finding holds.
+	Lacks string `json:"lacks,omitempty"`
+	Fix   string `json:"fix"`
 }
 
 // Severity is the finding's level.

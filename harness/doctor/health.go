@@ -43,8 +43,8 @@ func sidecarOOMKilled(s *Snapshot) []Finding {
 		out = append(out, Finding{Namespace: p.Namespace, Objects: []string{Object("Pod", p.Namespace, p.Name)},
 			Message: fmt.Sprintf("the istio-proxy of pod %s/%s was OOMKilled (%s so far): its memory limit is below what the configuration istiod serves it needs",
 				p.Namespace, p.Name, plural(int(cs.RestartCount), "restart")),
-			Confirm: confirmProxyStatus(p),
-			Fix:     "shrink what the sidecar receives (a Sidecar egress list in its namespace, or discoverySelectors in the shared ConfigMap), or raise its limit with the pod annotation sidecar.istio.io/proxyMemoryLimit"})
+			Confirm: confirmProxyStatus(p), Shows: `(?m)^istio-proxy restarts=\d+ last=OOMKilled$`,
+			Fix: "shrink what the sidecar receives (a Sidecar egress list in its namespace, or discoverySelectors in the shared ConfigMap), or raise its limit with the pod annotation sidecar.istio.io/proxyMemoryLimit"})
 	}
 	return out
 }
@@ -65,6 +65,7 @@ func sidecarRestarted(s *Snapshot) []Finding {
 			Message: fmt.Sprintf("the istio-proxy of pod %s/%s restarted %s (%s): the pod's traffic fails while it does",
 				p.Namespace, p.Name, plural(int(cs.RestartCount), "time"), reason),
 			Confirm: confirmProxyStatus(p) + fmt.Sprintf("; kubectl logs -n %s %s -c istio-proxy --previous --tail=50", p.Namespace, p.Name),
+			Shows:   `(?m)^istio-proxy restarts=[1-9]`,
 			Fix:     "the previous istio-proxy log says why it exited (a failed readiness on xDS, a certificate error, memory)"})
 	}
 	return out

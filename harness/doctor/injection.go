@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -41,8 +42,8 @@ func legacyInjectionLabel(s *Snapshot) []Finding {
 		out = append(out, Finding{Namespace: ns.Name, Objects: []string{Object("Namespace", "", ns.Name)},
 			Message: fmt.Sprintf("namespace %s is labelled istio-injection=enabled, which the add-on ignores (it has no default revision): its pods get no sidecar (running revisions: %s)",
 				ns.Name, s.runningList()),
-			Confirm: confirmNamespaceLabels(ns.Name),
-			Fix:     relabelFix(ns.Name, s.newest())})
+			Confirm: confirmNamespaceLabels(ns.Name), Shows: `istio-injection=enabled`,
+			Fix: relabelFix(ns.Name, s.newest())})
 	}
 	return out
 }
@@ -58,7 +59,7 @@ func bothInjectionLabels(s *Snapshot) []Finding {
 		out = append(out, Finding{Namespace: ns.Name, Objects: []string{Object("Namespace", "", ns.Name)},
 			Message: fmt.Sprintf("namespace %s is labelled istio-injection=%s and istio.io/rev=%s: the add-on's webhooks select istio.io/rev only where istio-injection is absent, so nothing in it is injected",
 				ns.Name, legacy, rev),
-			Confirm: confirmNamespaceLabels(ns.Name),
+			Confirm: confirmNamespaceLabels(ns.Name), Shows: `(istio-injection=.*istio\.io/rev=|istio\.io/rev=.*istio-injection=)`,
 			Fix: fmt.Sprintf("kubectl label namespace %s %s-, then restart its workloads: kubectl rollout restart deployment -n %s",
 				ns.Name, addon.LegacyInjectionLabel, ns.Name)})
 	}
@@ -81,7 +82,7 @@ func unknownRevisionLabel(s *Snapshot) []Finding {
 		out = append(out, Finding{Namespace: ns.Name, Objects: []string{Object("Namespace", "", ns.Name)},
 			Message: fmt.Sprintf("namespace %s is labelled istio.io/rev=%s, which is neither a running revision (%s) nor a revision tag: its pods get no sidecar",
 				ns.Name, v, s.runningList()),
-			Confirm: confirm(confirmNamespaceLabels(ns.Name)),
+			Confirm: confirm(confirmNamespaceLabels(ns.Name)), Shows: `istio\.io/rev=` + regexp.QuoteMeta(v) + `\b`,
 			Fix: fmt.Sprintf("kubectl label namespace %s %s=%s --overwrite%s, then kubectl rollout restart deployment -n %s",
 				ns.Name, addon.RevisionLabel, s.newest(), orCreateTag(v, s.newest()), ns.Name)})
 	}
@@ -103,6 +104,7 @@ func unknownRevisionLabel(s *Snapshot) []Finding {
 			Message: fmt.Sprintf("%s labels its pods istio.io/rev=%s, which is neither a running revision (%s) nor a revision tag: they get no sidecar",
 				w.object(), v, s.runningList()),
 			Confirm: confirm(fmt.Sprintf("kubectl get pod -n %s %s -L %s", w.Namespace, w.Pods[0].Name, addon.RevisionLabel)),
+			Shows:   regexp.QuoteMeta(w.Pods[0].Name) + `\s.*\s` + regexp.QuoteMeta(v) + `\b`,
 			Fix:     fmt.Sprintf("set the pod template's label %s=%s, which recreates the pods", addon.RevisionLabel, s.newest())})
 	}
 	return out
@@ -145,7 +147,7 @@ func danglingTags(s *Snapshot) []Finding {
 		}
 		out = append(out, Finding{Objects: objects,
 			Message: fmt.Sprintf("revision tag %s points at %s, which is not running (running: %s): %s", tag, rev, s.runningList(), who),
-			Confirm: "istioctl tag list " + istioctlFlags(""),
+			Confirm: "istioctl tag list " + istioctlFlags(""), Shows: `(?m)^` + regexp.QuoteMeta(tag) + `\s+` + regexp.QuoteMeta(rev) + `\b`,
 			Fix: fmt.Sprintf("istioctl tag set %s --revision %s %s --overwrite, then restart the workloads of the tagged namespaces",
 				tag, s.newest(), istioctlFlags(""))})
 	}
@@ -178,8 +180,8 @@ func restartForInjection(s *Snapshot) []Finding {
 		out = append(out, Finding{Namespace: w.Namespace, Objects: w.podObjects(),
 			Message: fmt.Sprintf("%s: %s without a sidecar, although %s, which injects revision %s%s now: created before the label, and injection happens only when a pod is created",
 				w.object(), plural(len(w.Pods), "pod"), sel.describe(w.Namespace), rev, via),
-			Confirm: confirmContainers(w.Namespace, w.Pods[0].Name),
-			Fix:     w.restart()})
+			Confirm: confirmContainers(w.Namespace, w.Pods[0].Name), Shows: `^[^\n]*\S`, Lacks: `istio-proxy`,
+			Fix: w.restart()})
 	}
 	return out
 }
@@ -215,7 +217,7 @@ func staleSidecarRevision(oldStillRuns bool) func(*Snapshot) []Finding {
 		for _, w := range byWorkload(pods) {
 			had := injected(w.Pods[0]).Revision
 			f := Finding{Namespace: w.Namespace, Objects: w.podObjects(),
-				Confirm: confirmInjectedBy(w.Namespace, w.Pods[0].Name), Fix: w.restart()}
+				Confirm: confirmInjectedBy(w.Namespace, w.Pods[0].Name), Shows: `"revision":"` + regexp.QuoteMeta(had) + `"`, Fix: w.restart()}
 			if oldStillRuns {
 				sel, _ := s.selectionOf(w.Pods[0])
 				rev, _, _ := s.resolve(sel.value)

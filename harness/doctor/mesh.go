@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -43,9 +44,12 @@ func notSynced(s *Snapshot) []Finding {
 		out = append(out, Finding{Namespace: ns, Objects: objects,
 			Message: fmt.Sprintf("proxy %s is not SYNCED at istiod replica %s (revision %s): %s, for at least %s: it has not acknowledged the configuration istiod sent (a rejected push, NACK, or a proxy that stopped answering)",
 				u.Status.Proxy, u.Status.Istiod, u.Revision, strings.Join(types, ", "), u.For.Round(time.Second)),
-			Confirm: fmt.Sprintf("istioctl proxy-status %s; kubectl logs -n %s %s -c istio-proxy --tail=50",
+			// --verbosity 1: since istioctl 1.28 the default table lists subscribed types only.
+			Confirm: fmt.Sprintf("istioctl proxy-status %s --verbosity 1; kubectl logs -n %s %s -c istio-proxy --tail=50",
 				istioctlFlags(u.Revision), ns, pod),
-			Fix: "the proxy's istio-proxy log and istiod's log name the resource it rejected: fix or remove the Istio object that produced it; a proxy that stopped answering needs its pod restarted"})
+			// istioctl shows a NACKed type as ERROR, one never acknowledged as STALE.
+			Shows: `(?m)^` + regexp.QuoteMeta(u.Status.Proxy) + `\s.*\b(STALE|NOT SENT|ERROR)\b`,
+			Fix:   "the proxy's istio-proxy log and istiod's log name the resource it rejected: fix or remove the Istio object that produced it; a proxy that stopped answering needs its pod restarted"})
 	}
 	return out
 }
@@ -94,7 +98,8 @@ func orphanSharedConfigMaps(alone bool) func(*Snapshot) []Finding {
 			if s.running(rev) {
 				continue
 			}
-			f := Finding{Objects: []string{Object("ConfigMap", cm.Namespace, cm.Name)}, Confirm: confirmSharedConfigMaps}
+			f := Finding{Objects: []string{Object("ConfigMap", cm.Namespace, cm.Name)}, Confirm: confirmSharedConfigMaps,
+				Shows: regexp.QuoteMeta(cm.Name), Lacks: `\b` + regexp.QuoteMeta(addon.Istiod(rev)) + `\b`}
 			if alone {
 				f.Message = fmt.Sprintf("ConfigMap %s/%s names revision %q, which is not running (running: %s), and no running revision has a shared ConfigMap: istiod reads only istio-shared-configmap-<its revision>, so these settings apply nowhere",
 					cm.Namespace, cm.Name, rev, s.runningList())
@@ -117,7 +122,7 @@ func blockedMeshConfig(s *Snapshot) []Finding {
 	for _, cm := range s.sharedConfigMaps() {
 		mesh, ok := cm.Data["mesh"]
 		f := Finding{Objects: []string{Object("ConfigMap", cm.Namespace, cm.Name)},
-			Confirm: fmt.Sprintf("kubectl get configmap -n %s %s -o yaml", cm.Namespace, cm.Name)}
+			Confirm: fmt.Sprintf("kubectl get configmap -n %s %s -o yaml", cm.Namespace, cm.Name), Shows: `name: ` + regexp.QuoteMeta(cm.Name)}
 		if !ok {
 			f.Message = fmt.Sprintf("ConfigMap %s/%s has no key mesh, the only key istiod reads from it: its settings apply nowhere", cm.Namespace, cm.Name)
 			f.Fix = "put the MeshConfig YAML under the key mesh"
@@ -167,8 +172,9 @@ func uncopiedSharedConfigMap(s *Snapshot) []Finding {
 			Objects: []string{Object("Deployment", addon.RootNamespace, addon.Istiod(rev)), Object("ConfigMap", addon.RootNamespace, from)},
 			Message: fmt.Sprintf("revision %s runs without %s while %s exists: the shared ConfigMap was not copied before the upgrade, so workloads moved to %s lose those settings (REGISTRY_ONLY, access logs, discoverySelectors, ...)",
 				rev, addon.SharedMeshConfigMap(rev), from, rev),
-			Confirm: confirmSharedConfigMaps,
-			Fix:     copyCommand(from, rev) + " (istiod reads it live; restart workloads for settings applied at injection)"})
+			Confirm: confirmSharedConfigMaps, Shows: `(?s)` + regexp.QuoteMeta(from) + `.*\b` + regexp.QuoteMeta(addon.Istiod(rev)) + `\b`,
+			Lacks: regexp.QuoteMeta(addon.SharedMeshConfigMap(rev)),
+			Fix:   copyCommand(from, rev) + " (istiod reads it live; restart workloads for settings applied at injection)"})
 	}
 	return out
 }
@@ -189,6 +195,7 @@ func gatewaysWithoutAddress(s *Snapshot) []Finding {
 			Message: fmt.Sprintf("gateway Service %s/%s is of type LoadBalancer and has no load-balancer address %s after its creation: clients cannot reach the gateway",
 				svc.Namespace, svc.Name, age),
 			Confirm: fmt.Sprintf("kubectl get service -n %s %s -o wide; kubectl describe service -n %s %s", svc.Namespace, svc.Name, svc.Namespace, svc.Name),
+			Shows:   `(?m)^` + regexp.QuoteMeta(svc.Name) + `\s+LoadBalancer\s+\S+\s+<pending>`,
 			Fix:     "read the Service's events (kubectl describe): the cloud provider says why it has no load balancer (subnet, quota, an annotation); keep only the supported customisations, annotations and externalTrafficPolicy"})
 	}
 	return out
@@ -214,8 +221,11 @@ func noDiscoverySelectors(s *Snapshot) []Finding {
 		out = append(out, Finding{Objects: []string{Object("ConfigMap", addon.RootNamespace, addon.SharedMeshConfigMap(rev))},
 			Message: fmt.Sprintf("revision %s's mesh config has no discoverySelectors, and the cluster has %d namespaces (the doctor's threshold is %d): istiod watches all of them and every sidecar receives their Services, so sidecar memory and push times grow with the cluster",
 				rev, n, s.ManyNamespaces),
-			Confirm: fmt.Sprintf("kubectl get configmap -n %s %s -o jsonpath='{.data.mesh}'; kubectl get namespaces --no-headers | wc -l",
+			// The newline keeps the count off the mesh config's last line.
+			Confirm: fmt.Sprintf("kubectl get configmap -n %s %s -o jsonpath='{.data.mesh}{\"\\n\"}'; kubectl get namespaces --no-headers | wc -l",
 				addon.RootNamespace, addon.ManagedMeshConfigMap(rev)),
+			// The mesh config, then the namespace count; the managed ConfigMap sets no selectors.
+			Shows: `(?m)^\s*\d+\s*$`, Lacks: `discoverySelectors`,
 			Fix: fmt.Sprintf("add discoverySelectors (a supported field) to %s selecting the namespaces the mesh serves (and %s), or scope sidecars with a Sidecar egress list",
 				addon.SharedMeshConfigMap(rev), addon.RootNamespace)})
 	}

@@ -42,7 +42,7 @@ func everything() *Snapshot {
 	s.rawService(gw)
 	s.ManyNamespaces = 3
 	s.Meshes = map[string]*meshconfig.MeshConfig{"asm-1-28": {}, "asm-1-29": {DiscoverySelectors: []*meshconfig.LabelSelector{{}}}}
-	s.Problems = []Finding{{Objects: []string{"Deployment aks-istio-system/istiod-asm-1-28"}, Message: "sync status could not be read", Confirm: "kubectl get pods -n aks-istio-system", Fix: "istiod must be ready"}}
+	s.Problems = []Finding{{Objects: []string{"Deployment aks-istio-system/istiod-asm-1-28"}, Message: "sync status could not be read", Confirm: "kubectl get pods -n aks-istio-system", Shows: `istiod-asm-1-28-`, Fix: "istiod must be ready"}}
 	return s
 }
 
@@ -74,6 +74,15 @@ func TestCatalogFiresAndPointsIstioctlAtTheAddon(t *testing.T) {
 		}
 		if f.Message == "" || f.Confirm == "" || f.Fix == "" || len(f.Objects) == 0 || f.Ref == "" {
 			t.Errorf("%s: every finding has objects, a sentence, a confirm command, a fix and a reference: %+v", f.Code, f)
+		}
+		// The suite runs every confirm command and checks its output (harness/confirm).
+		if f.Shows == "" {
+			t.Errorf("%s: the finding does not say what its confirm command shows (Shows): %q", f.Code, f.Confirm)
+		}
+		for _, re := range []string{f.Shows, f.Lacks} {
+			if _, err := regexp.Compile(re); err != nil {
+				t.Errorf("%s: %v", f.Code, err)
+			}
 		}
 	}
 	for _, c := range Checks() {

@@ -33,6 +33,7 @@ func policiesInIstioSystem(s *Snapshot) []Finding {
 			Message: fmt.Sprintf("%s %s/%s has no selector, upstream Istio's form of a mesh-wide policy; the add-on's root namespace is %s, so istiod applies it only to workloads in %s, and the mesh-wide setting it means is not in force",
 				p.Kind, p.Namespace, p.Name, addon.RootNamespace, p.Namespace),
 			Confirm: fmt.Sprintf("kubectl get %s -n %s %s -o yaml; kubectl get %s -n %s", p.Resource, p.Namespace, p.Name, p.Resource, addon.RootNamespace),
+			Shows:   `namespace: ` + regexp.QuoteMeta(p.Namespace) + `\b`,
 			Fix: fmt.Sprintf("create it in %s instead (kubectl get %s -n %s %s -o yaml, set metadata.namespace: %s, drop uid and resourceVersion, kubectl apply -f), then kubectl delete %s -n %s %s",
 				addon.RootNamespace, p.Resource, p.Namespace, p.Name, addon.RootNamespace, p.Resource, p.Namespace, p.Name)})
 	}
@@ -272,7 +273,9 @@ func strictPlaintextCallers(known bool) func(*Snapshot) []Finding {
 			}
 			callers := byWorkload(pods)
 			f := Finding{Namespace: ss.svc.Namespace, Objects: callerObjects(ss, callers),
-				Confirm: strictConfirm(ss, pods[0]), Fix: strictFix(s, ss, callers)}
+				Confirm: strictConfirm(ss, pods[0]), Fix: strictFix(s, ss, callers),
+				// STRICT in the policies, then the caller's containers, none a sidecar.
+				Shows: `(?s)mode: STRICT.*\n[^\n]*\S[^\n]*$`, Lacks: `istio-proxy`}
 			if known {
 				f.Message = fmt.Sprintf("Service %s/%s is STRICT on port %s, and pods without a sidecar call it (%s: their spec names %s): they send plaintext, which it rejects (503 UC through a proxy, a connection reset without)",
 					ss.svc.Namespace, ss.svc.Name, ss.portList(), workloadList(callers), ss.fqdn())
@@ -346,6 +349,9 @@ func disabledTLSToStrict(s *Snapshot) []Finding {
 			Message: fmt.Sprintf("DestinationRule %s/%s sets tls.mode DISABLE toward %s, which is STRICT: injected clients send it plaintext, which it rejects (503 UC)",
 				dr.Namespace, dr.Name, strings.Join(where, ", ")),
 			Confirm: fmt.Sprintf("kubectl get destinationrule -n %s %s -o yaml; kubectl get peerauthentication -A", dr.Namespace, dr.Name),
+			// DISABLE is tls.mode's zero value: a DestinationRule written by a typed client
+			// stores it as `tls: {}`.
+			Shows: `mode: DISABLE|tls: \{\}`,
 			Fix: fmt.Sprintf("set tls.mode ISTIO_MUTUAL in DestinationRule %s/%s (or remove its tls settings: the mesh's automatic mTLS then applies)",
 				dr.Namespace, dr.Name)})
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/onsi/ginkgo/v2/reporters"
 	"github.com/onsi/ginkgo/v2/types"
 
+	"github.com/aks-istio-conformance/conformance/harness/confirm"
 	"github.com/aks-istio-conformance/conformance/harness/evidence"
 	"github.com/aks-istio-conformance/conformance/harness/target"
 	"github.com/aks-istio-conformance/conformance/harness/timing"
@@ -50,6 +51,33 @@ type Summary struct {
 	// ControlPlane is istiod's push metrics after each family (ControlPlaneEntry): the last
 	// sample taken in the family.
 	ControlPlane map[string]json.RawMessage `json:"controlPlaneAfterFamily,omitempty"`
+	// Confirm counts the confirm commands run (-run-confirm) by verdict, and the ones not
+	// runnable here by what they need; absent when none ran.
+	Confirm *ConfirmTotals `json:"confirmCommands,omitempty"`
+}
+
+// ConfirmTotals counts confirm commands: by verdict (confirm.Passed, ...), and the not
+// runnable ones by what the target lacks for them.
+type ConfirmTotals struct {
+	Verdicts    map[string]int `json:"verdicts"`
+	NotRunnable map[string]int `json:"notRunnableBecause,omitempty"`
+}
+
+func (s *Summary) countConfirm(results []confirm.Result) {
+	if s.Confirm == nil {
+		s.Confirm = &ConfirmTotals{Verdicts: map[string]int{}}
+	}
+	for _, r := range results {
+		s.Confirm.Verdicts[r.Verdict]++
+		if r.Verdict == confirm.NotRunnable {
+			if s.Confirm.NotRunnable == nil {
+				s.Confirm.NotRunnable = map[string]int{}
+			}
+			for _, why := range r.Lacking {
+				s.Confirm.NotRunnable[why]++
+			}
+		}
+	}
 }
 
 // Totals counts the run's specs by state ("passed", "failed", "skipped", "not selected",
@@ -169,6 +197,8 @@ type Spec struct {
 	Failure  string            `json:"failure,omitempty"`
 	Location string            `json:"location,omitempty"`
 	Evidence []json.RawMessage `json:"evidence,omitempty"`
+	// Confirm holds what running the spec's confirm commands showed (ConfirmEntry).
+	Confirm []confirm.Result `json:"confirm,omitempty"`
 }
 
 // Summarize turns Ginkgo's report into the summary. Setup nodes (BeforeSuite, report
@@ -212,6 +242,14 @@ func Summarize(r types.Report, run Run) Summary {
 			}
 			data, err := json.Marshal(e.Value.GetRawValue())
 			if err != nil {
+				continue
+			}
+			if e.Name == ConfirmEntry {
+				var results []confirm.Result
+				if json.Unmarshal(data, &results) == nil {
+					spec.Confirm = append(spec.Confirm, results...)
+					s.countConfirm(results)
+				}
 				continue
 			}
 			switch e.Name {
@@ -270,6 +308,9 @@ func specName(sr types.SpecReport) string {
 
 // EvidenceEntry is the ReportEntry name under which specs attach their evidence.
 const EvidenceEntry = "evidence"
+
+// ConfirmEntry is the ReportEntry name of a spec's confirm command results ([]confirm.Result).
+const ConfirmEntry = "confirm"
 
 // Write writes junit.xml, summary.json and report.html into dir. s must be Summarize's
 // summary of r.
@@ -354,6 +395,19 @@ func Console(w io.Writer, s Summary) {
 			p.Median*1000, p.P90*1000, p.Max*1000, p.Count, p.Goal*1000)
 	}
 	consoleSources(w, s.Totals)
+	if c := s.Confirm; c != nil {
+		ran := c.Verdicts[confirm.Passed] + c.Verdicts[confirm.Failed]
+		fmt.Fprintf(w, "confirm commands: %d ran (%d passed, %d failed), %d not runnable here\n",
+			ran, c.Verdicts[confirm.Passed], c.Verdicts[confirm.Failed], c.Verdicts[confirm.NotRunnable])
+		reasons := make([]string, 0, len(c.NotRunnable))
+		for r := range c.NotRunnable {
+			reasons = append(reasons, r)
+		}
+		sort.Strings(reasons)
+		for _, r := range reasons {
+			fmt.Fprintf(w, "  %d %s\n", c.NotRunnable[r], r)
+		}
+	}
 	fmt.Fprintf(w, "run time: %.1fs\n", s.Seconds)
 	// The closing line has the plain "N passed, N failed[, N skipped]" form CI reads.
 	line := fmt.Sprintf("conformance: %d passed, %d failed", s.Totals.States["passed"], len(failed))

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/onsi/ginkgo/v2/types"
+
+	"github.com/aks-istio-conformance/conformance/harness/confirm"
+	"github.com/aks-istio-conformance/conformance/harness/runbook"
 )
 
 func entry(name string, v any) types.ReportEntry {
@@ -59,5 +62,28 @@ func TestSummarizeCountsSpecsAndCollectsEvidence(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "junit.xml")); err != nil {
 		t.Errorf("no junit.xml: %v", err)
+	}
+}
+
+func TestSummarizeKeepsTheConfirmCommandsAndCountsThem(t *testing.T) {
+	ran := []confirm.Result{
+		{Filled: runbook.Filled{Ref: "row 10", Command: "istioctl proxy-status --revision asm-1-29 --verbosity 1"}, Verdict: confirm.Passed, Output: "SYNCED"},
+		{Filled: runbook.Filled{Ref: "row 8", Command: "istioctl proxy-config listener -n a b"}, Verdict: confirm.NotRunnable, Reason: "`istioctl proxy-config listener -n a b` needs a running istio-proxy", Lacking: []string{"needs a running istio-proxy"}},
+	}
+	r := types.Report{SpecReports: types.SpecReports{
+		{LeafNodeType: types.NodeTypeIt, LeafNodeText: "syncs", State: types.SpecStatePassed, ReportEntries: types.ReportEntries{entry(ConfirmEntry, ran)}},
+		{LeafNodeType: types.NodeTypeIt, LeafNodeText: "other", State: types.SpecStatePassed, ReportEntries: types.ReportEntries{entry(ConfirmEntry, ran[:1])}},
+	}}
+	s := Summarize(r, Run{ID: "asmc-x", Target: "local"})
+	if len(s.Specs[0].Confirm) != 2 || s.Specs[0].Confirm[0].Output != "SYNCED" || s.Specs[0].Confirm[1].Lacking[0] != "needs a running istio-proxy" {
+		t.Errorf("spec's confirm results: %+v", s.Specs[0].Confirm)
+	}
+	if c := s.Confirm; c == nil || c.Verdicts[confirm.Passed] != 2 || c.Verdicts[confirm.NotRunnable] != 1 || c.NotRunnable["needs a running istio-proxy"] != 1 {
+		t.Fatalf("totals %+v", s.Confirm)
+	}
+	var out bytes.Buffer
+	Console(&out, s)
+	if !strings.Contains(out.String(), "confirm commands: 2 ran (2 passed, 0 failed), 1 not runnable here\n  1 needs a running istio-proxy\n") {
+		t.Errorf("console:\n%s", out.String())
 	}
 }

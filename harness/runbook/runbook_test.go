@@ -34,3 +34,26 @@ func TestExplainMarksArgumentsTheSpecDidNotGive(t *testing.T) {
 		t.Errorf("confirm line:\n%s", msg)
 	}
 }
+
+func TestExplainRecordsEachStepsLatestCompleteConfirmCommand(t *testing.T) {
+	Recorded()
+	step := Step{Ref: "restart", Confirm: "kubectl get pod -n %s %s", Shows: `"revision":"%[3]s"`}
+	step.Explain(seen("before"), "ns1", "old-pod", "asm-1-29")
+	step.Explain(seen("after"), "ns1", "new-pod", "asm-1.29")
+	step.Explain(seen("something else")) // no arguments: does not replace the complete one
+	Step{Ref: "other", Confirm: "kubectl get ns"}.Explain(seen("x"))
+	Step{Ref: "no command"}.Explain(seen("x"))
+	got := Recorded()
+	if len(got) != 2 {
+		t.Fatalf("recorded %d commands, want 2: %+v", len(got), got)
+	}
+	if got[0].Command != "kubectl get pod -n ns1 new-pod" || got[0].Shows != `"revision":"asm-1\.29"` {
+		t.Errorf("first: %+v", got[0])
+	}
+	if got[1].Command != "kubectl get ns" {
+		t.Errorf("second: %+v", got[1])
+	}
+	if again := Recorded(); len(again) != 0 {
+		t.Errorf("Recorded does not forget: %+v", again)
+	}
+}

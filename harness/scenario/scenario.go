@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -45,6 +46,13 @@ type World struct {
 	Profile profile.Profile // the default revision's
 	// Timeout bounds every convergence wait (Eventually); Poll is its interval.
 	Timeout, Poll time.Duration
+	// shared are the namespaces SharedNamespace created, deleted when the run ends.
+	shared *sharedNamespaces
+}
+
+type sharedNamespaces struct {
+	mu      sync.Mutex
+	created []string
 }
 
 // NewWorld opens the kubeconfig road to a target's cluster (a client and the cluster
@@ -56,7 +64,46 @@ func NewWorld(t target.Target, runID string, p profile.Profile, timeout, poll ti
 	road, err := cluster.New(t.RESTConfig())
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(road.Close)
-	return &World{Target: t, Client: c, Cluster: road, RunID: runID, Profile: p, Timeout: timeout, Poll: poll}
+	return &World{Target: t, Client: c, Cluster: road, RunID: runID, Profile: p, Timeout: timeout, Poll: poll, shared: &sharedNamespaces{}}
+}
+
+// SharedNamespace makes sure a namespace that several specs use (istio-system, where
+// upstream Istio's mesh-wide policies would go) exists and is not being deleted, creating
+// it, labelled with the run, if it is missing. One it created is deleted once, when the run
+// ends (DeleteSharedNamespaces), not after each spec: after a spec that made hundreds of
+// namespaces the namespace controller is busy for minutes, and a spec must neither wait on
+// that backlog nor find the namespace it needs terminating.
+func (w *World) SharedNamespace(ctx context.Context, name string) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		var ns corev1.Namespace
+		err := w.Client.Get(ctx, client.ObjectKey{Name: name}, &ns)
+		if err == nil {
+			g.Expect(ns.DeletionTimestamp).To(BeNil(), "namespace %s is being deleted", name)
+			return
+		}
+		g.Expect(client.IgnoreNotFound(err)).To(Succeed())
+		ns = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{kube.RunLabel: w.RunID}}}
+		g.Expect(w.Client.Create(ctx, &ns)).To(Succeed())
+		w.shared.mu.Lock()
+		w.shared.created = append(w.shared.created, name)
+		w.shared.mu.Unlock()
+	}).WithContext(ctx).WithTimeout(w.Timeout).WithPolling(w.Poll).Should(Succeed())
+}
+
+// DeleteSharedNamespaces deletes the namespaces SharedNamespace created. It does not wait
+// for the namespace controller: nothing of the run uses them any more.
+func (w *World) DeleteSharedNamespaces(ctx context.Context) error {
+	w.shared.mu.Lock()
+	defer w.shared.mu.Unlock()
+	for _, name := range w.shared.created {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if err := client.IgnoreNotFound(w.Client.Delete(ctx, ns)); err != nil {
+			return fmt.Errorf("delete namespace %s: %w", name, err)
+		}
+	}
+	w.shared.created = nil
+	return nil
 }
 
 // Revision is the default revision scenarios label namespaces with.
@@ -104,7 +151,9 @@ type App struct {
 	// ServiceAccount, when set, is created and used (its name becomes the SPIFFE identity).
 	ServiceAccount string
 	// Ports are container ports, each also exposed by Service <Name> as http-<port>
-	// (Deploy creates the Service when Ports is set).
+	// (Deploy creates the Service when Ports is set). The app's HTTP server listens on
+	// the first one (8080 when none is given), so that on targets whose pods really run
+	// a request to the Service reaches it.
 	Ports []int32
 }
 
@@ -134,6 +183,21 @@ func (w *World) Service(ctx context.Context, ns, name, selectorApp string, ports
 	Expect(w.Client.Create(ctx, svc)).To(Succeed(), "create service %s/%s", ns, name)
 }
 
+// ServiceTo creates Service name selecting pods labelled app=<selectorApp> with one
+// http-<port> port that forwards to targetPort: a Service port other than the one the
+// pods listen on, as Kubernetes allows (reviews:9080 in front of apps serving 8080).
+func (w *World) ServiceTo(ctx context.Context, ns, name, selectorApp string, port, targetPort int32) {
+	GinkgoHelper()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": selectorApp}, Ports: []corev1.ServicePort{{
+			Name: fmt.Sprintf("http-%d", port), Port: port, TargetPort: intstr.FromInt32(targetPort)}}}}
+	Expect(w.Client.Create(ctx, svc)).To(Succeed(), "create service %s/%s", ns, name)
+}
+
+// AppPort is the port the app serves HTTP on when it declares no Ports (its fixture's
+// netexec --http-port).
+const AppPort = 8080
+
 // label is the app label of the pods: PodLabels["app"] when a scenario sets it (versions
 // of one app), else the name.
 func (a App) label() string {
@@ -161,6 +225,8 @@ func (w *World) appDeployment(ns string, app App) *appsv1.Deployment {
 	d.Spec.Template.Spec.ServiceAccountName = app.ServiceAccount
 	if len(app.Ports) > 0 {
 		c := &d.Spec.Template.Spec.Containers[0]
+		// agnhost netexec serves HTTP on one port: the first declared one.
+		c.Args = []string{"netexec", fmt.Sprintf("--http-port=%d", app.Ports[0])}
 		c.Ports = nil
 		for _, port := range app.Ports {
 			c.Ports = append(c.Ports, corev1.ContainerPort{Name: fmt.Sprintf("http-%d", port), ContainerPort: port})

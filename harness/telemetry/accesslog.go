@@ -13,9 +13,12 @@ type AccessLogEntry struct {
 	Code                   int
 	// Flags are Envoy's response flags: UC (upstream connection termination, the 503 of
 	// STRICT mTLS to plaintext), NR (no route), RBAC (denied by policy), URX, UH, "-" for none.
-	Flags           string
-	Details         string
-	Authority       string
+	Flags     string
+	Details   string
+	Authority string
+	// UpstreamHost is the address Envoy sent the request to (the pod that answered);
+	// "-" when the request never left the proxy (a direct response, no route, RBAC).
+	UpstreamHost    string
 	UpstreamCluster string
 }
 
@@ -41,8 +44,32 @@ func ParseAccessLogLine(line string) (AccessLogEntry, error) {
 		return e, fmt.Errorf("response code %q: %w", fields[2], err)
 	}
 	e.Code, e.Flags, e.Details = code, fields[3], fields[4]
-	e.Authority, e.UpstreamCluster = fields[14], fields[16]
+	e.Authority, e.UpstreamHost, e.UpstreamCluster = fields[14], fields[15], fields[16]
 	return e, nil
+}
+
+// ParseAccessLog returns the access-log lines of an istio-proxy log, in order. Lines that
+// are not access-log lines (the proxy's own logging) are skipped.
+func ParseAccessLog(log string) []AccessLogEntry {
+	var entries []AccessLogEntry
+	for _, line := range strings.Split(log, "\n") {
+		if e, err := ParseAccessLogLine(line); err == nil {
+			entries = append(entries, e)
+		}
+	}
+	return entries
+}
+
+// Subset is the DestinationRule subset an Istio outbound cluster name carries
+// (outbound|<port>|<subset>|<host>, as UPSTREAM_CLUSTER logs it): the version a weighted
+// route sent the request to. It is "" for a cluster without a subset and for names of
+// another form (inbound|..., PassthroughCluster, "-").
+func Subset(cluster string) string {
+	parts := strings.Split(cluster, "|")
+	if len(parts) != 4 || parts[0] != "outbound" {
+		return ""
+	}
+	return parts[2]
 }
 
 // LastResponseFlag returns the response flags of the last request to authority (the Host
@@ -50,9 +77,8 @@ func ParseAccessLogLine(line string) (AccessLogEntry, error) {
 // Lines that are not access log lines (the proxy's own logging) are skipped.
 func LastResponseFlag(log, authority string) (AccessLogEntry, error) {
 	var last *AccessLogEntry
-	for _, line := range strings.Split(log, "\n") {
-		e, err := ParseAccessLogLine(line)
-		if err == nil && e.Authority == authority {
+	for _, e := range ParseAccessLog(log) {
+		if e.Authority == authority {
 			last = &e
 		}
 	}

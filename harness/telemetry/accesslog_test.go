@@ -26,3 +26,35 @@ func TestLastResponseFlag(t *testing.T) {
 		t.Errorf("a host never called: %v", err)
 	}
 }
+
+func TestParseAccessLogKeepsOnlyAccessLinesInOrder(t *testing.T) {
+	entries := ParseAccessLog(proxyLog)
+	if len(entries) != 3 {
+		t.Fatalf("%d entries, want the 3 access-log lines: %+v", len(entries), entries)
+	}
+	if entries[0].Code != 418 || entries[1].Flags != "UC" || entries[2].Flags != "RBAC" {
+		t.Errorf("order or fields: %+v", entries)
+	}
+	// The upstream host is the pod Envoy sent the request to; "-" when it never left.
+	if entries[0].UpstreamHost != "10.44.1.27:80" || entries[2].UpstreamHost != "-" {
+		t.Errorf("upstream hosts %q, %q", entries[0].UpstreamHost, entries[2].UpstreamHost)
+	}
+	if got := ParseAccessLog("2024-01-01T00:00:00.000000Z\tinfo\tEnvoy proxy is ready\n\n"); len(got) != 0 {
+		t.Errorf("no access lines: %+v", got)
+	}
+}
+
+func TestSubsetReadsTheVersionFromAnOutboundCluster(t *testing.T) {
+	for cluster, want := range map[string]string{
+		"outbound|9080|v2|reviews.shop.svc.cluster.local": "v2",
+		"outbound|9080||reviews.shop.svc.cluster.local":   "",
+		"inbound|9080||":                  "",
+		"PassthroughCluster":              "",
+		"-":                               "",
+		"outbound|80|v1|api.example|more": "",
+	} {
+		if got := Subset(cluster); got != want {
+			t.Errorf("Subset(%q) = %q, want %q", cluster, got, want)
+		}
+	}
+}

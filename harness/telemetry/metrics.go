@@ -23,6 +23,11 @@ type PushMetrics struct {
 	// count and sum (seconds); their ratio is the mean convergence time.
 	ConvergenceCount float64 `json:"pilot_proxy_convergence_time_count"`
 	ConvergenceSum   float64 `json:"pilot_proxy_convergence_time_sum"`
+	// ValidationPassed and ValidationFailed are galley_validation_passed and _failed: the
+	// objects this istiod's validating webhook admitted and rejected. They say which istiod
+	// judged an object when several revisions run.
+	ValidationPassed float64 `json:"galley_validation_passed"`
+	ValidationFailed float64 `json:"galley_validation_failed"`
 }
 
 // MeanConvergence is the mean time from a config change to a proxy receiving it, as istiod
@@ -62,6 +67,7 @@ func ScrapePushMetrics(ctx context.Context, istiod MetricsSource) (PushMetrics, 
 		return total
 	}
 	m.Pushes, m.InternalErrors, m.Rejects = sum("pilot_xds_pushes"), sum("pilot_total_xds_internal_errors"), sum("pilot_total_xds_rejects")
+	m.ValidationPassed, m.ValidationFailed = sum("galley_validation_passed"), sum("galley_validation_failed")
 	for _, metric := range families["pilot_proxy_convergence_time"].GetMetric() {
 		m.ConvergenceCount += float64(metric.GetHistogram().GetSampleCount())
 		m.ConvergenceSum += metric.GetHistogram().GetSampleSum()

@@ -15,6 +15,15 @@ type Result struct {
 	Attempts []Attempt `json:"attempts"`
 }
 
+// Last is the latest attempt (zero when none was made): the one whose access-log entry
+// shows how the converged outcome came about.
+func (r Result) Last() Attempt {
+	if len(r.Attempts) == 0 {
+		return Attempt{}
+	}
+	return r.Attempts[len(r.Attempts)-1]
+}
+
 // History summarises the attempts in order, runs of the same outcome folded:
 // "503 UC ×2, 200 - ×3".
 func (r Result) History() string {

@@ -138,6 +138,14 @@ func (p *Prober) Expect(ctx context.Context, req Request, want Outcome) (Result,
 		func(o Outcome) bool { return o == want }, "outcome "+want.String())
 }
 
+// Await sends req until an outcome accept takes repeats Consecutive times in a row: for
+// facts that more than one outcome shows ("the request did not succeed": a reset, an empty
+// reply or a 503, depending on who closed the connection). what names the goal in the
+// error.
+func (p *Prober) Await(ctx context.Context, req Request, what string, accept func(Outcome) bool) (Result, error) {
+	return converge(ctx, p.policy(), func(ctx context.Context) (Attempt, error) { return p.Send(ctx, req) }, accept, what)
+}
+
 // Settle sends req until some outcome repeats Consecutive times in a row, and returns it:
 // for specs that record what happens rather than require one result.
 func (p *Prober) Settle(ctx context.Context, req Request) (Result, error) {
@@ -237,22 +245,27 @@ func (p *Prober) mark(req Request) (target, loggedPath, authority string, err er
 // curlCommand is the request as curl arguments (no shell: nothing is quoted or expanded).
 // --path-as-is keeps the path as written, so the logged path is the one computed here.
 func curlCommand(req Request, target string, timeout time.Duration) []string {
-	cmd := []string{"curl", "-sS", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}",
-		"--max-time", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)}
+	cmd := []string{"curl", "-sS", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}"}
+	return append(append(cmd, requestOptions(req, timeout)...), target)
+}
+
+// requestOptions are the curl options that make req: its time bound, method and headers.
+func requestOptions(req Request, timeout time.Duration) []string {
+	opts := []string{"--max-time", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)}
 	switch m := strings.ToUpper(req.Method); m {
 	case "", "GET":
 	case "HEAD":
-		cmd = append(cmd, "--head")
+		opts = append(opts, "--head")
 	default:
-		cmd = append(cmd, "-X", m)
+		opts = append(opts, "-X", m)
 	}
 	if req.Host != "" {
-		cmd = append(cmd, "-H", "Host: "+req.Host)
+		opts = append(opts, "-H", "Host: "+req.Host)
 	}
 	for _, k := range slices.Sorted(maps.Keys(req.Headers)) {
-		cmd = append(cmd, "-H", k+": "+req.Headers[k])
+		opts = append(opts, "-H", k+": "+req.Headers[k])
 	}
-	return append(cmd, target)
+	return opts
 }
 
 // curlFailures name curl's exit codes for requests that got no HTTP response.

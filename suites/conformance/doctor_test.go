@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -21,13 +22,11 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/aks-istio-conformance/conformance/harness/addon"
-	"github.com/aks-istio-conformance/conformance/harness/binaries"
 	"github.com/aks-istio-conformance/conformance/harness/doctor"
 	"github.com/aks-istio-conformance/conformance/harness/kube"
 	"github.com/aks-istio-conformance/conformance/harness/revtag"
@@ -126,35 +125,23 @@ func doctorScope(name string) (selector, value string) {
 	return fmt.Sprintf("%s=%s,%s=%s", kube.RunLabel, world.RunID, doctorLabel, value), value
 }
 
-// confirmRunnable runs each command of every finding's confirm line as a shell would,
-// against w's cluster with the revision's istioctl first on PATH: the doctor promises
-// commands that run as printed on the add-on. `kubectl logs` needs a kubelet that serves
-// the pod's log, which kwok does only for istiod: those are skipped where no data plane runs.
+// confirmDoctor runs the doctor from the repository (where confirm commands run). Its
+// report goes beside the run's reports, not into the working directory.
+func confirmDoctor() string {
+	return "go run ./cmd/asm-conformance doctor -report-dir " + filepath.Join(runDir, "confirm-doctor")
+}
+
+// confirmRunnable runs each finding's confirm line through the suite's confirm runner
+// (confirm_test.go) at once, against w's cluster, before the spec changes what they show:
+// the doctor promises commands that run as printed on the add-on and show what it found
+// (each finding's Shows and Lacks).
 func confirmRunnable(ctx context.Context, w *scenario.World, findings []doctor.Finding) {
 	GinkgoHelper()
-	if _, err := exec.LookPath("kubectl"); err != nil {
-		AddReportEntry("confirm commands not run", "kubectl is not on PATH")
-		return
-	}
-	istioctl, err := binaries.Path(w.Profile.Istio.Toolchain, binaries.Istioctl)
-	Expect(err).NotTo(HaveOccurred())
-	env := append(os.Environ(), "KUBECONFIG="+w.Target.KubeconfigPath(), "PATH="+filepath.Dir(istioctl)+":"+os.Getenv("PATH"))
-	ran := 0
+	var filled []runbook.Filled
 	for _, f := range findings {
-		for _, cmd := range strings.Split(f.Confirm, "; ") {
-			if strings.HasPrefix(cmd, "kubectl logs") && !w.Target.Capabilities().DataPlane {
-				continue
-			}
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			sh := exec.CommandContext(cctx, "sh", "-c", cmd)
-			sh.Env = env
-			out, err := sh.CombinedOutput()
-			cancel()
-			Expect(err).NotTo(HaveOccurred(), "%s: confirm command %q: %s", f.Code, cmd, out)
-			ran++
-		}
+		filled = append(filled, runbook.Filled{Ref: "doctor " + f.Code + " " + f.Objects[0], Command: f.Confirm, Shows: f.Shows, Lacks: f.Lacks})
 	}
-	AddReportEntry("confirm commands run", ran)
+	confirmNow(ctx, w, filled...)
 }
 
 // patchEnv gives the app container of a Deployment an environment variable (a rollout).
@@ -192,7 +179,9 @@ var _ = Describe("Doctor", Label("doctor"), func() {
 		Expect(world.RunningPod(ctx, callers, "client").Spec.Containers[0].Env).NotTo(BeEmpty())
 		server.proxy.Reject(v3.ClusterType, true)
 		world.Service(ctx, shop, "push-trigger", "nobody", 7070) // a new Service: a cluster push to reject
-		awaitSyncStatus(ctx, server, runbook.Step{Ref: "troubleshooting row 10"}, func(s xds.ProxyStatus) bool { return s.Types["CDS"] == xds.Stale })
+		// istioctl shows the NACKed type as ERROR (a type never acknowledged as STALE).
+		awaitSyncStatus(ctx, server, runbook.Step{Ref: "troubleshooting row 10", Shows: `(?m)^%[2]s\.%[1]s\s+\S+\s+(STALE|ERROR)\b`},
+			func(s xds.ProxyStatus) bool { return s.Types["CDS"] == xds.Stale })
 		// Row 5: injected clients told to send plaintext to it.
 		front := doctorNamespace(ctx, scope, "front", map[string]string{addon.RevisionLabel: rev})
 		world.Create(ctx, destinationRule(front, "to-server", fmt.Sprintf("server.%s.svc.cluster.local", shop), networkingapi.ClientTLSSettings_DISABLE))
@@ -204,8 +193,10 @@ var _ = Describe("Doctor", Label("doctor"), func() {
 		ours := []string{legacy, both, gone, late, shop, callers, front, fine}
 		step := runbook.Step{Ref: "issue #12: asm-conformance doctor -namespaces " + selector,
 			Expected: "exactly the seeded faults in the selected namespaces, none elsewhere, exit 79 (errors at the default threshold)",
-			Confirm:  "KUBECONFIG=" + world.Target.KubeconfigPath() + " go run ./cmd/asm-conformance doctor -namespaces " + selector,
-			Fix:      "the check whose code is missing or extra (asm-conformance doctor -list) misreads the add-on's contract"}
+			Confirm:  "KUBECONFIG=" + world.Target.KubeconfigPath() + " " + confirmDoctor() + " -namespaces " + selector,
+			// go run exits 1 when the program exits non-zero, and says with which status.
+			Exit: 1, Shows: inAnyOrder(`ASM0001 `, `ASM0010 `) + `(?s:.*)exit status 79`,
+			Fix: "the check whose code is missing or extra (asm-conformance doctor -list) misreads the add-on's contract"}
 		Expect(got.keys(func(f doctor.Finding) bool { return !meshWide(f) })).To(Equal(sorted(
 			"ASM0001 Namespace "+legacy,
 			"ASM0002 Namespace "+both,
@@ -259,7 +250,7 @@ var _ = Describe("Doctor", Label("doctor"), func() {
 		}
 		got := runDoctor(ctx, world, "-namespaces", selector)
 		step := runbook.Step{Ref: "troubleshooting row 14: sidecar memory and restarts", Expected: "ASM0018 for the OOMKilled sidecar, ASM0019 for the restarted one",
-			Confirm: "kubectl get pod -n " + ns + " -o wide", Fix: "the sidecar checks read istio-proxy's status, native sidecar or not"}
+			Confirm: "kubectl get pod -n " + ns + " -o wide", Shows: `(?s)\b` + regexp.QuoteMeta(oom.Name) + `\b.*|\b` + regexp.QuoteMeta(flaky.Name) + `\b`, Fix: "the sidecar checks read istio-proxy's status, native sidecar or not"}
 		Expect(got.keys(func(f doctor.Finding) bool { return !meshWide(f) })).To(Equal(sorted(
 			"ASM0018 Pod "+ns+"/"+oom.Name, "ASM0019 Pod "+ns+"/"+flaky.Name)), step.Explain(got))
 		confirmRunnable(ctx, world, got.report.Findings)
@@ -270,7 +261,7 @@ var _ = Describe("Doctor", Label("doctor"), func() {
 		// Nothing namespaced is in scope: a selector no namespace carries.
 		selector, _ := doctorScope("mesh-none")
 		before := runDoctor(ctx, world, "-namespaces", selector, "-many-namespaces", "0")
-		activeNamespace(ctx, "istio-system")
+		world.SharedNamespace(ctx, "istio-system")
 		pa := peerAuthentication("istio-system", world.RunID+"-doctor", strict, nil)
 		world.Create(ctx, pa)
 		orphan := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: addon.RootNamespace, Name: addon.SharedMeshConfigMap(world.RunID + "-doctor")},
@@ -296,7 +287,9 @@ var _ = Describe("Doctor", Label("doctor"), func() {
 		}
 		after := runDoctor(ctx, world, "-namespaces", selector, "-many-namespaces", "1")
 		step := runbook.Step{Ref: "troubleshooting rows 3, 9 and 14", Expected: "the findings before the faults were seeded, plus exactly the seeded ones",
-			Confirm: "kubectl get peerauthentication -n istio-system; kubectl get cm -n aks-istio-system", Fix: "see the missing or extra code's check"}
+			// At the spec's end the faults are fixed again: the commands show them gone.
+			Confirm: "kubectl get peerauthentication -n istio-system; kubectl get cm -n aks-istio-system", Shows: `\b` + addon.ManagedMeshConfigMap(world.Revision()) + `\b`,
+			Lacks: `\b(` + regexp.QuoteMeta(pa.Name) + `|` + regexp.QuoteMeta(orphan.Name) + `)\b`, Fix: "see the missing or extra code's check"}
 		Expect(after.keys(nil)).To(Equal(sorted(append(before.keys(nil), seeded...)...)), step.Explain(after))
 		confirmRunnable(ctx, world, after.report.Findings)
 
@@ -317,7 +310,7 @@ var _ = Describe("Doctor", Label("doctor"), func() {
 		selector, _ := doctorScope("gateway-none")
 		finding := "ASM0017 Service " + key.Namespace + "/" + key.Name
 		step := runbook.Step{Ref: "troubleshooting row 13", Expected: finding + " while the Service has no load-balancer address, and not after",
-			Confirm: "kubectl get svc -n " + key.Namespace + " " + key.Name, Fix: "the gateway check reads status.loadBalancer.ingress of the add-on's gateway Services"}
+			Confirm: "kubectl get svc -n " + key.Namespace + " " + key.Name, Shows: `\b10\.224\.0\.7\b`, Fix: "the gateway check reads status.loadBalancer.ingress of the add-on's gateway Services"}
 		without := runDoctor(ctx, world, "-namespaces", selector, "-many-namespaces", "0")
 		Expect(without.keys(nil)).To(ContainElement(finding), step.Explain(without))
 		Expect(without.code).To(Equal(doctor.ExitFindings), step.Explain(without))
@@ -384,7 +377,8 @@ var _ = Describe("Doctor through a canary upgrade", Ordered, Label("doctor", "di
 	It("finds nothing on a cluster whose workloads are labelled, injected and current", func(ctx SpecContext) {
 		got := runDoctor(ctx, lw)
 		step := runbook.Step{Ref: "issue #12: nothing on a clean cluster", Expected: "no finding, exit 0",
-			Confirm: "asm-conformance doctor -kubeconfig " + lw.Target.KubeconfigPath(), Fix: "the reported check fires on the add-on's documented normal state"}
+			Confirm: confirmDoctor() + " -kubeconfig " + lw.Target.KubeconfigPath(), Shows: `doctor: 0 error, 0 warning, 0 info\b.*: passed`,
+			Fix: "the reported check fires on the add-on's documented normal state"}
 		Expect(got.keys(nil)).To(BeEmpty(), step.Explain(got))
 		Expect(got.code).To(Equal(doctor.ExitOK), step.Explain(got))
 	})
@@ -396,7 +390,8 @@ var _ = Describe("Doctor through a canary upgrade", Ordered, Label("doctor", "di
 		got := runDoctor(ctx, lw)
 		step := runbook.Step{Ref: "troubleshooting row 11; seed §7 steps 1, 3 and 4",
 			Expected: "ASM0014 for both workloads (sidecars of " + lifecycleFrom + ", namespaces now selecting " + lifecycleTo + ") and ASM0016 for the canary without a shared ConfigMap",
-			Confirm:  "asm-conformance doctor -kubeconfig " + lw.Target.KubeconfigPath(), Fix: "see the missing or extra code's check"}
+			Confirm:  confirmDoctor() + " -kubeconfig " + lw.Target.KubeconfigPath(), Exit: 1, Shows: inAnyOrder(`ASM0014 `, `ASM0016 `) + `(?s:.*)exit status 79`,
+			Fix: "see the missing or extra code's check"}
 		Expect(got.keys(nil)).To(Equal(sorted(
 			"ASM0014 Deployment "+direct+"/app",
 			"ASM0014 Deployment "+tagged+"/app",
@@ -404,6 +399,8 @@ var _ = Describe("Doctor through a canary upgrade", Ordered, Label("doctor", "di
 		)), step.Explain(got))
 		Expect(got.code).To(Equal(doctor.ExitFindings), step.Explain(got))
 		confirmRunnable(ctx, lw, got.report.Findings)
+		// The fix below changes what the doctor finds: confirm the step's command now.
+		confirmNow(ctx, lw, runbook.Recorded()...)
 
 		// The fix the doctor prints for ASM0016, run as printed, is the copy the runbook asks
 		// for (the command before its parenthesis).
@@ -432,7 +429,8 @@ var _ = Describe("Doctor through a canary upgrade", Ordered, Label("doctor", "di
 		Expect(hooks.Items).To(HaveLen(1), "the tag %s is the user's: the upgrade leaves its webhook", forgotten)
 		step := runbook.Step{Ref: "troubleshooting rows 11 and 9; seed §7 step 5",
 			Expected: "ASM0015 for the workload not restarted, ASM0004 for tag " + forgotten + ", ASM0012 for istio-shared-configmap-" + lifecycleFrom,
-			Confirm:  "asm-conformance doctor -kubeconfig " + lw.Target.KubeconfigPath(), Fix: "see the missing or extra code's check"}
+			Confirm:  confirmDoctor() + " -kubeconfig " + lw.Target.KubeconfigPath(), Exit: 1, Shows: inAnyOrder(`ASM0004 `, `ASM0012 `, `ASM0015 `) + `(?s:.*)exit status 79`,
+			Fix: "see the missing or extra code's check"}
 		got := settled(ctx, step,
 			"ASM0004 MutatingWebhookConfiguration "+hooks.Items[0].Name,
 			"ASM0012 ConfigMap "+addon.RootNamespace+"/"+addon.SharedMeshConfigMap(lifecycleFrom),
@@ -450,31 +448,6 @@ var _ = Describe("Doctor through a canary upgrade", Ordered, Label("doctor", "di
 		Expect(got.code).To(Equal(doctor.ExitOK))
 	})
 })
-
-// activeNamespace makes sure a namespace exists and is not being deleted (another spec may
-// have just deleted the one it created), creating it if needed. One it created is deleted
-// when the spec ends, and waited for, so the next spec does not find it terminating.
-func activeNamespace(ctx context.Context, name string) {
-	GinkgoHelper()
-	Eventually(func(g Gomega) {
-		var ns corev1.Namespace
-		err := world.Client.Get(ctx, client.ObjectKey{Name: name}, &ns)
-		if err == nil {
-			g.Expect(ns.DeletionTimestamp).To(BeNil(), "namespace %s is being deleted", name)
-			return
-		}
-		g.Expect(client.IgnoreNotFound(err)).To(Succeed())
-		ns = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-		g.Expect(world.Client.Create(ctx, &ns)).To(Succeed())
-		DeferCleanup(func(ctx SpecContext) {
-			Expect(client.IgnoreNotFound(world.Client.Delete(ctx, &ns))).To(Succeed())
-			Eventually(func() error {
-				return world.Client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{})
-			}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Satisfy(apierrors.IsNotFound),
-				"namespace %s is still being deleted", name)
-		})
-	}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
-}
 
 // setProxyTermination records a terminated istio-proxy in a pod's status, as the kubelet
 // does, adding the container's status if the fake node did not report it.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -20,6 +22,7 @@ import (
 	"github.com/aks-istio-conformance/conformance/harness/addon"
 	"github.com/aks-istio-conformance/conformance/harness/addon/emulator"
 	"github.com/aks-istio-conformance/conformance/harness/runbook"
+	"github.com/aks-istio-conformance/conformance/harness/traffic"
 	"github.com/aks-istio-conformance/conformance/harness/verdict"
 	"github.com/aks-istio-conformance/conformance/harness/xds"
 )
@@ -32,8 +35,30 @@ const (
 	declaredHost   = "api.contoso.example"
 	undeclaredHost = "unknown.contoso.example"
 	registryOnly   = "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n"
-	confirmEgress  = "istioctl proxy-config cluster -n %s %s --fqdn BlackHoleCluster; istioctl proxy-config listener -n %[1]s %[2]s --port 15001 -o json"
+	// confirmEgress is the outbound catch-all listener: its last filter chain sends
+	// undeclared TLS/TCP to PassthroughCluster (ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY).
+	confirmEgress = "istioctl proxy-config listener -n %s %s --port 15001 -o json"
 )
+
+// egressConfirm gives a step the command that shows one egress verdict for host:port:
+// undeclared TLS in the catch-all listener, undeclared plain HTTP in the port's route
+// (allow_any or block_all virtual host), a declared host by its own cluster.
+func egressConfirm(step runbook.Step, host string, port int, tls bool, want string) runbook.Step {
+	step.Ref += fmt.Sprintf(" [%s:%d]", host, port)
+	catchAll := map[string]string{verdict.Passthrough: "PassthroughCluster", verdict.Blocked: "BlackHoleCluster"}
+	vhost := map[string]string{verdict.Passthrough: "allow_any", verdict.Blocked: "block_all"}
+	switch {
+	case want == verdict.Declared:
+		step.Confirm = fmt.Sprintf("istioctl proxy-config cluster -n %%s %%s --fqdn %s --port %d", host, port)
+		step.Shows = fmt.Sprintf(`(?m)^%s\s+%d\b`, regexp.QuoteMeta(host), port)
+	case tls:
+		step.Confirm, step.Shows = confirmEgress, `"cluster":\s*"`+catchAll[want]+`"`
+	default:
+		step.Confirm = fmt.Sprintf("istioctl proxy-config route -n %%s %%s --name %d -o json", port)
+		step.Shows = `"name":\s*"` + vhost[want] + `"`
+	}
+	return step
+}
 
 // egress waits until the client's served config gives want for a call to host:port. A
 // declared host must reach its own cluster, outbound|<port>||<host> (Istio's cluster
@@ -42,6 +67,7 @@ const (
 func egress(ctx context.Context, c workload, host string, port int, tls bool, want string, since time.Time, step runbook.Step) verdict.Egress {
 	GinkgoHelper()
 	own := fmt.Sprintf("outbound|%d||%s", port, host)
+	step = egressConfirm(step, host, port, tls, want)
 	return served(ctx, c.proxy, since, step, c.at(), func(s xds.Snapshot) (verdict.Egress, error) {
 		got := verdict.Outbound(s, host, port, tls)
 		if got.Outcome() != want {
@@ -118,12 +144,17 @@ var _ = Describe("Egress: outbound traffic policy", Label("egress"), upstream, f
 		world.Create(ctx, wrong)
 		barrier(ctx, client, "", nil)
 		step := runbook.Step{Ref: "troubleshooting row 9: the shared ConfigMap's name must match the running revision",
-			Confirm:  "kubectl get cm -n aks-istio-system | grep istio-shared-configmap; az aks mesh get-revisions",
+			Confirm:  "kubectl get cm -n aks-istio-system | grep istio-shared-configmap; " + confirmRevisions,
+			Shows:    regexp.QuoteMeta(wrong.Name),
 			Expected: "the undeclared host still passes through: no istiod reads " + wrong.Name,
 			Fix:      "rename the ConfigMap to istio-shared-configmap-<running revision>"}
 		egress(ctx, client, undeclaredHost, 443, true, verdict.Passthrough, time.Now(), step)
 		mesh := mergedMesh(ctx)
 		Expect(mesh.GetOutboundTrafficPolicy().GetMode().String()).To(Equal("ALLOW_ANY"), step.Explain(list{mesh.GetOutboundTrafficPolicy().String()}))
+		// The ConfigMap istiod does read (its SHARED_MESH_CONFIG) names the running revision.
+		Expect(wrong.Name).NotTo(Equal(addon.SharedMeshConfigMap(world.Revision())), runbook.Step{Ref: step.Ref, Expected: step.Expected, Fix: step.Fix,
+			Confirm: "kubectl get deploy -n aks-istio-system " + addon.Istiod(world.Revision()) + " -o yaml | grep -A1 SHARED_MESH_CONFIG",
+			Shows:   `value: ` + regexp.QuoteMeta(addon.SharedMeshConfigMap(world.Revision())) + `\b`}.Explain(list{wrong.Name}))
 	})
 })
 
@@ -134,6 +165,7 @@ var _ = Describe("Egress: mesh config merge", Label("egress", "mesh-config"), up
 		world.SetSharedMeshConfig(ctx, world.Revision(), "trustDomain: shared.example\naccessLogEncoding: JSON\n")
 		step := runbook.Step{Ref: "DESIGN §4: defaults < shared ConfigMap < istio-<rev>",
 			Confirm:  "kubectl get cm -n aks-istio-system istio-" + world.Revision() + " " + addon.SharedMeshConfigMap(world.Revision()) + " -o yaml",
+			Shows:    `(?s)trustDomain: cluster\.local.*trustDomain: shared\.example`,
 			Expected: "the merged mesh keeps the managed trustDomain cluster.local while taking the shared accessLogEncoding JSON",
 			Fix:      "do not set fields the add-on manages; they are overridden"}
 		Eventually(func(g Gomega) {
@@ -148,6 +180,7 @@ var _ = Describe("Egress: mesh config merge", Label("egress", "mesh-config"), up
 		world.SetSharedMeshConfig(ctx, world.Revision(), "accessLogFile: /dev/stdout\n")
 		step := runbook.Step{Ref: "seed §8 / AKS istio-meshconfig: accessLogFile is a supported field",
 			Confirm:  "kubectl get cm -n aks-istio-system " + addon.SharedMeshConfigMap(world.Revision()) + " -o yaml",
+			Shows:    `accessLogFile: /dev/stdout`,
 			Expected: "istiod's merged mesh config has accessLogFile /dev/stdout",
 			Fix:      "put the field under key `mesh` of istio-shared-configmap-<running rev>"}
 		Eventually(func(g Gomega) {
@@ -167,6 +200,7 @@ var _ = Describe("Egress: gateway", Label("egress", "egress-gateway"), emulated,
 		Expect(world.Target.Addon().EnableEgressGateway(ctx, addon.EgressGateway{Name: name, GatewayConfigurationName: "conformance-sgc"})).To(Succeed())
 		DeferCleanup(deleteGateway, addon.EgressNamespace, name)
 		step := runbook.Step{Ref: "seed §4 / AKS istio-deploy-egress", Confirm: "kubectl get svc,deploy -n aks-istio-egress",
+			Shows:    `(?s)service/` + name + `\s+ClusterIP\b.*deployment\.apps/` + addon.GatewayDeployment(name, world.Revision()) + `\b`,
 			Expected: "Service " + name + " of type ClusterIP and Deployment " + addon.GatewayDeployment(name, world.Revision()),
 			Fix:      "az aks mesh enable-egress-gateway --istio-egressgateway-name " + name + " --gateway-configuration-name <static egress gateway config>"}
 		var svc corev1.Service
@@ -186,6 +220,7 @@ var _ = Describe("Egress: gateway", Label("egress", "egress-gateway"), emulated,
 		err := world.Target.Addon().EnableEgressGateway(ctx, addon.EgressGateway{Name: name, GatewayConfigurationName: "conformance-sgc"})
 		step := runbook.Step{Ref: "troubleshooting row 12: egress gateway on an Azure CNI Pod Subnet cluster",
 			Expected: "the operation fails with the add-on's error and creates nothing", Confirm: "kubectl get svc -n aks-istio-egress",
+			Lacks: `\b` + name + `\b`, Shows: `NAME|No resources found`,
 			Fix: "use Azure CNI Overlay (or kubenet) networking for clusters that need an egress gateway"}
 		Expect(errors.Is(err, addon.ErrPodSubnetEgress)).To(BeTrue(), step.Explain(list{fmt.Sprint(err)}))
 		var svc corev1.Service
@@ -195,12 +230,90 @@ var _ = Describe("Egress: gateway", Label("egress", "egress-gateway"), emulated,
 	})
 })
 
+// externalIP stands for an external host's address in probes: TEST-NET-3 (RFC 5737), which
+// never answers, and the address verdict.Outbound simulates. The probe calls it with the
+// external host in the Host header rather than by name: curl would have to resolve the name
+// first, and the names here never resolve (.example), nor may real ones on a cluster without
+// internet. The client's sidecar captures the connection whatever its address and routes
+// plain HTTP by the Host header.
+const externalIP = "203.0.113.10"
+
+// staticServiceEntry declares host on port 80 (plain HTTP) as a MESH_EXTERNAL service whose
+// one endpoint is address:targetPort: a server outside the mesh that the cluster can reach
+// without internet access.
+func staticServiceEntry(ns, name, host, address string, targetPort uint32) *networkingv1.ServiceEntry {
+	se := &networkingv1.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	se.Spec.Hosts = []string{host}
+	se.Spec.Location = networkingapi.ServiceEntry_MESH_EXTERNAL
+	se.Spec.Resolution = networkingapi.ServiceEntry_STATIC
+	se.Spec.Ports = []*networkingapi.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}}
+	se.Spec.Endpoints = []*networkingapi.WorkloadEntry{{Address: address, Ports: map[string]uint32{"http": targetPort}}}
+	return se
+}
+
 var _ = Describe("Egress: traffic", Label("egress", "dataplane"), upstream, func() {
 	BeforeEach(requireDataPlane)
-	It("answers 502 for a blocked host and 200 after its ServiceEntry, probed from an app container", func() {
-		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
+	// The Envoy verdict is what is asserted, so that the spec holds on a cluster without
+	// internet access: blocked means the client's own Envoy answered 502 itself (the
+	// block_all route's direct response, never an upstream's); declared means the request
+	// left through the host's own cluster, outbound|80||<host>, and reached the upstream.
+	// The upstream is a pod outside the mesh that the ServiceEntry names as the host's
+	// endpoint, so "reached" is a 200 there, not whatever the internet does.
+	It("answers 502 for a blocked host and 200 after its ServiceEntry, probed from an app container", Label("mesh-config"), func(ctx SpecContext) {
+		requireMeshWideChanges()
+		client := probeClient(ctx, meshNamespace(ctx, "egress-traffic"), "client")
+		external := ready(ctx, deployWorkload(ctx, world.Namespace(ctx, "egress-external", nil), "external", httpPort))
+		// Plain HTTP on port 80 is routed by Host only where the sidecar has an HTTP
+		// listener for port 80, which a Service with an HTTP port 80 gives it; without one,
+		// an undeclared host's connection meets the catch-all TCP chain (a reset, no 502).
+		world.Service(ctx, client.ns, "port-80", "nobody", 80)
+		accessLogging(ctx, client.workload)
+		applied := time.Now()
+		world.SetSharedMeshConfig(ctx, world.Revision(), registryOnly)
+		step := runbook.Step{Ref: "troubleshooting row 8: 502 to an external host under REGISTRY_ONLY, 200 after its ServiceEntry",
+			Expected: "the undeclared host gets 502 from the client's own Envoy; once a ServiceEntry declares it, the request reaches its endpoint through outbound|80||<host> and gets 200",
+			Fix:      "declare each external host with a ServiceEntry (hosts, ports, resolution, location MESH_EXTERNAL)"}
+		req := traffic.Request{URL: "http://" + externalIP + "/", Host: declaredHost}
+		blocked := egress(ctx, client.workload, declaredHost, 80, false, verdict.Blocked, applied, step)
+		blockedByEnvoy(ctx, client, req, blocked, step, false)
+
+		applied = time.Now()
+		world.Create(ctx, staticServiceEntry(client.ns, "contoso-api", declaredHost, external.pod.Status.PodIP, httpPort))
+		declared := egress(ctx, client.workload, declaredHost, 80, false, verdict.Declared, applied, step)
+		answered := traffic.Outcome{Code: 200, Flag: "-"}
+		res := expectTraffic(ctx, client, req, answered, declared, trafficStep(step, client, req, client.workload, answered))
+		own := "outbound|80||" + declaredHost
+		Expect(res.Last().Entry.UpstreamCluster).To(Equal(own), step.Explain(observed{res.Last().Entry}))
+
+		// Exactly that host: another undeclared one is still answered 502 by Envoy.
+		other := req
+		other.Host = undeclaredHost
+		blockedByEnvoy(ctx, client, other, egress(ctx, client.workload, undeclaredHost, 80, false, verdict.Blocked, time.Now(), step), step, true)
 	})
 })
+
+// blockedByEnvoy waits until req, from c, is answered 502 by the client's own Envoy: a
+// logged line whose response did not come from an upstream (Envoy logs the block_all
+// route's direct response with details direct_response; which response flag it logs for
+// one is recorded, not asserted). A host the spec declares afterwards is not blocked when
+// the spec ends: its confirm command runs at once (later), not with the others (final).
+func blockedByEnvoy(ctx context.Context, c probe, req traffic.Request, served verdict.Egress, step runbook.Step, final bool) {
+	GinkgoHelper()
+	step.Ref += " [" + req.Host + " blocked]"
+	step = trafficStep(step, c, req, c.workload, traffic.Outcome{Code: 502})
+	step.Shows = `(?m)^502 exit 0$(?s:.*)" 502 `
+	judged := step
+	if !final {
+		judged.Confirm, judged.Shows = "", ""
+	}
+	res := awaitTraffic(ctx, c, req, "502 logged by the client's Envoy", func(o traffic.Outcome) bool { return o.Code == 502 && o.Flag != "" }, served, judged)
+	entry := res.Last().Entry
+	Expect(entry.Details).NotTo(Equal("via_upstream"), judged.Explain(observed{entry}))
+	if !final {
+		// step.Confirm is escaped for Explain's formatting; the command itself is not.
+		confirmNow(ctx, world, runbook.Filled{Ref: step.Ref, Command: strings.ReplaceAll(step.Confirm, "%%", "%"), Shows: step.Shows})
+	}
+}
 
 // mergedMesh reads the default revision's merged mesh config from istiod.
 func mergedMesh(ctx context.Context) *meshconfig.MeshConfig {

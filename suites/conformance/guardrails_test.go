@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -36,6 +37,16 @@ var blockedObjects = map[string]string{
 	"Telemetry":     "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nspec:\n  accessLogging:\n  - providers:\n    - name: envoy\n",
 }
 
+// confirmDenied and confirmAdmitted submit a manifest the spec wrote (manifestFile) as a
+// server-side dry run: it runs admission and persists nothing. A denial is the fact in
+// the first, so `!` makes the command succeed when kubectl is refused.
+const (
+	confirmDenied   = "! kubectl create --dry-run=server -n %s -f %s"
+	confirmAdmitted = "kubectl create --dry-run=server -n %s -f %s"
+	// dryRunCreated is what kubectl prints for an object admission let through.
+	dryRunCreated = `created \(server dry run\)`
+)
+
 func dryRunCreate(ctx SpecContext, ns, yamlDoc string) error {
 	GinkgoHelper()
 	u := &unstructured.Unstructured{}
@@ -51,7 +62,8 @@ func dryRunCreate(ctx SpecContext, ns, yamlDoc string) error {
 var _ = Describe("Add-on guardrails", Label("guardrails"), emulated, func() {
 	It("denies at admission every blocked kind the API server serves, and reports the blocked kinds it does not serve", func(ctx SpecContext) {
 		ns := meshNamespace(ctx, "blocked")
-		step := runbook.Step{Ref: "AKS istio-about, limitations: blocked custom resources", Confirm: "kubectl apply --dry-run=server -f <object>",
+		step := runbook.Step{Ref: "AKS istio-about, limitations: blocked custom resources", Confirm: confirmDenied,
+			Shows: "denied", Lacks: `validation\.istio\.io`,
 			Fix: "these resources are not supported by the add-on; use the supported MeshConfig fields or Telemetry/EnvoyFilter where the profile allows them"}
 		var rejected, notServed list
 		for _, kind := range world.Profile.BlockedKinds {
@@ -59,6 +71,9 @@ var _ = Describe("Add-on guardrails", Label("guardrails"), emulated, func() {
 			// the API server's own: an admission denial, by something other than Istio's
 			// validation webhook (which would mean the object was invalid, not blocked).
 			step.Expected = kind + " denied at admission by the add-on's guardrail, not by Istio's validation"
+			kindStep := step
+			kindStep.Ref += ": " + kind
+			file := manifestFile("blocked-"+strings.ToLower(kind), namedDoc(blockedObjects[kind], "conformance"))
 			served := true
 			// Admission policies take effect a moment after they are created.
 			Eventually(func(g Gomega) {
@@ -68,9 +83,9 @@ var _ = Describe("Add-on guardrails", Label("guardrails"), emulated, func() {
 					return
 				}
 				observed := list{fmt.Sprintf("%s: %v", kind, err)}
-				g.Expect(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), step.Explain(observed))
-				g.Expect(err).To(MatchError(ContainSubstring("denied")), step.Explain(observed))
-				g.Expect(err).NotTo(MatchError(ContainSubstring("validation.istio.io")), step.Explain(observed))
+				g.Expect(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), kindStep.Explain(observed, ns, file))
+				g.Expect(err).To(MatchError(ContainSubstring("denied")), kindStep.Explain(observed, ns, file))
+				g.Expect(err).NotTo(MatchError(ContainSubstring("validation.istio.io")), kindStep.Explain(observed, ns, file))
 				rejected = append(rejected, fmt.Sprintf("%s: %v", kind, err))
 			}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
 			if !served {
@@ -80,7 +95,8 @@ var _ = Describe("Add-on guardrails", Label("guardrails"), emulated, func() {
 		// A kind the cluster does not serve cannot be created, but that is no evidence of a
 		// guardrail: it is reported as not judged, never counted as a rejection.
 		record(map[string]any{"deniedAtAdmission": rejected, "notServedNotJudged": notServed})
-		Expect(rejected).NotTo(BeEmpty(), step.Explain(list{"the API server serves none of the blocked kinds " + strings.Join(world.Profile.BlockedKinds, ", ")}))
+		Expect(rejected).NotTo(BeEmpty(), runbook.Step{Ref: step.Ref, Expected: "at least one blocked kind is served and denied", Fix: step.Fix}.
+			Explain(list{"the API server serves none of the blocked kinds " + strings.Join(world.Profile.BlockedKinds, ", ")}))
 	})
 
 	It("admits the kinds the profile does not block", func(ctx SpecContext) {
@@ -90,8 +106,9 @@ var _ = Describe("Add-on guardrails", Label("guardrails"), emulated, func() {
 			if slices.Contains(world.Profile.BlockedKinds, kind) || kind == "IstioOperator" {
 				continue
 			}
-			Expect(dryRunCreate(ctx, ns, doc)).To(Succeed(), runbook.Step{Ref: "AKS istio-about: EnvoyFilter and Telemetry are allowed in current revisions",
-				Expected: kind + " admitted"}.Explain(list{kind}))
+			Expect(dryRunCreate(ctx, ns, doc)).To(Succeed(), runbook.Step{Ref: "AKS istio-about: EnvoyFilter and Telemetry are allowed in current revisions: " + kind,
+				Expected: kind + " admitted", Confirm: confirmAdmitted, Shows: dryRunCreated}.
+				Explain(list{kind}, ns, manifestFile("allowed-"+strings.ToLower(kind), namedDoc(doc, "conformance"))))
 			admitted = append(admitted, kind)
 		}
 		record(admitted)
@@ -103,15 +120,19 @@ var _ = Describe("Add-on guardrails", Label("guardrails"), emulated, func() {
 			return "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nspec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n    patch:\n      operation: INSERT_BEFORE\n      value:\n        name: conformance\n        typed_config:\n          '@type': " + typ + "\n"
 		}
 		step := runbook.Step{Ref: "AKS istio-about: Wasm EnvoyFilters are rejected (webhook azure-service-mesh-ccp-validating-webhook.azmk8s.io)",
-			Confirm: "kubectl apply --dry-run=server -f <envoyfilter>", Expected: `envoy filter with type "` + guard.WasmType + `" is not allowed`,
-			Fix: "Wasm extensions are not supported by the add-on"}
+			Confirm: confirmDenied, Shows: regexp.QuoteMeta(`envoy filter with type "` + guard.WasmType + `" is not allowed`),
+			Expected: `envoy filter with type "` + guard.WasmType + `" is not allowed`,
+			Fix:      "Wasm extensions are not supported by the add-on"}
+		wasm := manifestFile("envoyfilter-wasm", namedDoc(filter(guard.WasmType), "conformance"))
 		var err error
 		Eventually(func(g Gomega) {
 			err = dryRunCreate(ctx, ns, filter(guard.WasmType))
-			g.Expect(err).To(MatchError(ContainSubstring(`envoy filter with type "`+guard.WasmType+`" is not allowed`)), step.Explain(list{fmt.Sprint(err)}))
+			g.Expect(err).To(MatchError(ContainSubstring(`envoy filter with type "`+guard.WasmType+`" is not allowed`)), step.Explain(list{fmt.Sprint(err)}, ns, wasm))
 		}).WithContext(ctx).WithTimeout(world.Timeout).WithPolling(world.Poll).Should(Succeed())
 		lua := "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
-		Expect(dryRunCreate(ctx, ns, filter(lua))).To(Succeed(), step.Explain(list{"a Lua EnvoyFilter was rejected"}))
+		luaStep := runbook.Step{Ref: "AKS istio-about: Lua EnvoyFilters are admitted", Expected: "admitted", Confirm: confirmAdmitted, Shows: dryRunCreated}
+		Expect(dryRunCreate(ctx, ns, filter(lua))).To(Succeed(),
+			luaStep.Explain(list{"a Lua EnvoyFilter was rejected"}, ns, manifestFile("envoyfilter-lua", namedDoc(filter(lua), "conformance"))))
 		record(map[string]string{"wasm": err.Error(), "lua": "admitted"})
 	})
 
@@ -120,9 +141,10 @@ var _ = Describe("Add-on guardrails", Label("guardrails"), emulated, func() {
 			Data: map[string]string{"mesh": "configSources:\n- address: k8s://\naccessLogFile: /dev/stdout\n"}}
 		err := world.Client.Create(ctx, cm, client.DryRunAll)
 		step := runbook.Step{Ref: "AKS istio-meshconfig: fields outside the allow-list are blocked (configSources, for example)",
-			Confirm: "kubectl apply --dry-run=server -f istio-shared-configmap.yaml", Expected: "rejected, naming configSources",
+			Confirm: confirmDenied, Shows: "configSources", Expected: "rejected, naming configSources",
 			Fix: "remove the field; see the supported and allowed MeshConfig fields"}
-		Expect(err).To(MatchError(ContainSubstring("configSources")), step.Explain(list{fmt.Sprint(err)}))
+		cm.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}
+		Expect(err).To(MatchError(ContainSubstring("configSources")), step.Explain(list{fmt.Sprint(err)}, addon.RootNamespace, manifestFile("shared-configmap-configsources", cm)))
 		record(map[string]string{"rejected": err.Error()})
 	})
 
@@ -133,6 +155,10 @@ var _ = Describe("Add-on guardrails", Label("guardrails"), emulated, func() {
 		if err != nil && strings.Contains(err.Error(), "already exists") {
 			err = nil // another spec's ConfigMap is in place; admission is what is judged here
 		}
-		Expect(err).NotTo(HaveOccurred(), runbook.Step{Ref: "AKS istio-meshconfig: supported and allowed fields", Expected: "admitted"}.Explain(list{fmt.Sprint(err)}))
+		cm.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}
+		// apply, not create: it admits the object whether or not another spec's exists.
+		Expect(err).NotTo(HaveOccurred(), runbook.Step{Ref: "AKS istio-meshconfig: supported and allowed fields", Expected: "admitted",
+			Confirm: "kubectl apply --dry-run=server -n %s -f %s", Shows: `(created|configured|unchanged) \(server dry run\)`}.
+			Explain(list{fmt.Sprint(err)}, addon.RootNamespace, manifestFile("shared-configmap-allowed", cm)))
 	})
 })

@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/aks-istio-conformance/conformance/harness/addon"
 	"github.com/aks-istio-conformance/conformance/harness/runbook"
+	"github.com/aks-istio-conformance/conformance/harness/traffic"
 	"github.com/aks-istio-conformance/conformance/harness/verdict"
 	"github.com/aks-istio-conformance/conformance/harness/xds"
 )
@@ -49,6 +51,14 @@ func ingressGateway(ctx context.Context, t addon.IngressType) *xds.Proxy {
 // wantCluster, or nowhere when it is "" (Envoy answers 404, flag NR).
 func shopRoute(ctx context.Context, gw *xds.Proxy, host, wantCluster string, since time.Time, step runbook.Step) verdict.HTTPRoute {
 	GinkgoHelper()
+	// The route configuration of the gateway's port 8080 lists the host's virtual host and
+	// its cluster, or no virtual host for it.
+	step.Confirm = confirmGateway
+	if wantCluster != "" {
+		step.Shows = `(?s)"` + regexp.QuoteMeta(host) + `".*"cluster":\s*"` + regexp.QuoteMeta(wantCluster) + `"`
+	} else {
+		step.Shows, step.Lacks = `"name":\s*"http\.8080"`, `"`+regexp.QuoteMeta(host)+`"`
+	}
 	return served(ctx, gw, since, step, []any{gw.ID.Workload}, func(s xds.Snapshot) (verdict.HTTPRoute, error) {
 		got := verdict.Route(s, simulation.CallModeGateway, host, gatewayHTTPPort, "/productpage")
 		if got.Cluster != wantCluster || (wantCluster == "" && got.Error == "") {
@@ -103,6 +113,7 @@ var _ = Describe("Ingress gateway", Label("ingress"), func() {
 			Expect(world.Target.Addon().EnableIngressGateway(ctx, t)).To(Succeed())
 			name := addon.IngressGateway(t)
 			step := runbook.Step{Ref: "seed §5 / AKS istio-deploy-ingress", Confirm: "kubectl get svc,deploy -n aks-istio-ingress",
+				Shows:    `(?s)service/` + name + `\s+LoadBalancer\s.*\b80:\d+/TCP.*deployment\.apps/` + addon.GatewayDeployment(name, world.Revision()) + `\b`,
 				Expected: fmt.Sprintf("LoadBalancer Service %s (ports 15021, 80, 443; selects istio=%s) and Deployment %s", name, name, addon.GatewayDeployment(name, world.Revision())),
 				Fix:      "az aks mesh enable-ingress-gateway --ingress-gateway-type " + string(t)}
 			var svc corev1.Service
@@ -147,7 +158,6 @@ var _ = Describe("Ingress gateway", Label("ingress"), func() {
 			world.Create(ctx, shopGateway(ns, selector))
 			world.Create(ctx, shopVirtualService(ns, vsHost))
 			gatewayBarrier(ctx, gw, ns)
-			step.Confirm = confirmGateway
 			shopRoute(ctx, gw, shopHost, "", time.Now(), step)
 		},
 		// Whether the gateway pods lack upstream's istio=ingressgateway label is a fact of the
@@ -187,6 +197,7 @@ var _ = Describe("Ingress gateway", Label("ingress"), func() {
 		Expect(world.Target.Addon().EnableIngressGateway(ctx, addon.External)).To(Succeed())
 		Expect(world.Client.Get(ctx, key, &svc)).To(Succeed())
 		step := runbook.Step{Ref: "AKS istio-deploy-ingress: supported Service customisations", Confirm: "kubectl get svc -n aks-istio-ingress " + key.Name + " -o yaml",
+			Shows:    `(?s)service\.beta\.kubernetes\.io/azure-pip-name: ` + regexp.QuoteMeta(world.RunID+"-pip") + `\b.*externalTrafficPolicy: Local`,
 			Expected: "the annotation and externalTrafficPolicy: Local survive enabling the gateway again",
 			Fix:      "only annotations and externalTrafficPolicy are supported customisations; others are reverted"}
 		observed := list{fmt.Sprintf("externalTrafficPolicy %s, annotations %v", svc.Spec.ExternalTrafficPolicy, svc.Annotations)}
@@ -198,7 +209,28 @@ var _ = Describe("Ingress gateway", Label("ingress"), func() {
 
 var _ = Describe("Ingress gateway: traffic", Label("ingress", "dataplane"), upstream, func() {
 	BeforeEach(requireDataPlane)
-	It("answers a request for shop.internal.contoso.com from productpage through the internal load balancer", func() {
-		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
+	// The request goes to the internal gateway Service's cluster IP, the address its load
+	// balancer forwards to (a kind cluster's LoadBalancer Services get no external address),
+	// from a client in the mesh with the Host header set, as a caller in the VNet does.
+	It("answers a request for shop.internal.contoso.com from productpage through the internal load balancer", func(ctx SpecContext) {
+		gw := ingressGateway(ctx, addon.Internal)
+		readyPod(ctx, addon.IngressNamespace, addon.GatewayDeployment(addon.IngressGateway(addon.Internal), world.Revision()))
+		ns := meshNamespace(ctx, "shop-traffic")
+		productpage := ready(ctx, deployWorkload(ctx, ns, "productpage", 9080))
+		applied := time.Now()
+		world.Create(ctx, shopGateway(ns, addon.IngressGateway(addon.Internal)))
+		world.Create(ctx, shopVirtualService(ns, shopHost))
+		step := runbook.Step{Ref: "seed §5 / lab step 5: a request through the internal gateway",
+			Expected: "Host " + shopHost + " sent to the internal gateway is answered by productpage (200)",
+			Fix:      "Gateway.selector istio: aks-istio-ingressgateway-internal, VirtualService.gateways <ns>/shop, matching hosts; productpage must serve port 9080"}
+		route := shopRoute(ctx, gw, shopHost, "outbound|9080||"+serviceHost(productpage), applied, step)
+
+		caller := probeClient(ctx, meshNamespace(ctx, "shop-client"), "client")
+		accessLogging(ctx, caller.workload)
+		var svc corev1.Service
+		Expect(world.Client.Get(ctx, client.ObjectKey{Namespace: addon.IngressNamespace, Name: addon.IngressGateway(addon.Internal)}, &svc)).To(Succeed())
+		req := traffic.Request{URL: fmt.Sprintf("http://%s:80/productpage", svc.Spec.ClusterIP), Host: shopHost}
+		answered := traffic.Outcome{Code: 200, Flag: "-"}
+		expectTraffic(ctx, caller, req, answered, route, trafficStep(step, caller, req, caller.workload, answered))
 	})
 })

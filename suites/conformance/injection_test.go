@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"regexp"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -18,8 +19,6 @@ import (
 // Seed: "Running the Managed Istio Add-on on AKS", section 1 (sidecar injection) and its
 // truth table. Every verdict is read from the pod that istiod's webhook admitted through
 // Deployment -> ReplicaSet -> Pod.
-
-const confirmInjection = "kubectl get pod -n %s %s -o jsonpath='{.metadata.annotations.sidecar\\.istio\\.io/status}{\"\\n\"}{.spec.initContainers[*].name} {.spec.containers[*].name}'"
 
 // injectionRow is one row of the seed's injection truth table.
 type injectionRow struct {
@@ -75,9 +74,13 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 			got := evidence.InjectionOf(pod)
 			record(got)
 
-			Expect(got.Injected).To(Equal(row.injected), row.step.Explain(got, ns, pod.Name))
+			step := notInjected(row.step)
 			if row.injected {
-				Expect(got.Revision).To(Equal(rev), row.step.Explain(got, ns, pod.Name))
+				step = injectedBy(row.step, rev)
+			}
+			Expect(got.Injected).To(Equal(row.injected), step.Explain(got, ns, pod.Name))
+			if row.injected {
+				Expect(got.Revision).To(Equal(rev), step.Explain(got, ns, pod.Name))
 			}
 		},
 		Entry("istio.io/rev=<running revision> on the namespace injects", injectionRow{
@@ -137,9 +140,13 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 		got := evidence.InjectionOf(pod)
 		record(got)
 
+		redirection := evidence.InitRedirection
+		if p.ProxyRedirection == profile.CNIChaining {
+			redirection = evidence.ValidationContainer
+		}
 		explain := func(expected, fix string) func() string {
-			return runbook.Step{Ref: "profile " + p.Revision + " (AKS docs istio-native-sidecar, istio-cni, istio-support-policy)",
-				Expected: expected, Confirm: confirmInjection, Fix: fix}.Explain(got, ns, pod.Name)
+			return redirectedBy(runbook.Step{Ref: "profile " + p.Revision + " (AKS docs istio-native-sidecar, istio-cni, istio-support-policy)",
+				Expected: expected, Confirm: confirmInjection, Fix: fix}, p.Revision, redirection).Explain(got, ns, pod.Name)
 		}
 		Expect(got.Injected).To(BeTrue(), explain("istio-proxy injected", fixRevisionLabel))
 		Expect(got.Native).To(Equal(p.NativeSidecars), explain(
@@ -179,6 +186,7 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 		got = evidence.InjectionOf(after)
 		record(got)
 		step.Expected = "after the restart the new pod is injected by " + rev
+		step = injectedBy(step, rev)
 		Expect(after.Name).NotTo(Equal(before.Name), step.Explain(got, ns, after.Name))
 		Expect(got.Injected).To(BeTrue(), step.Explain(got, ns, after.Name))
 		Expect(got.Revision).To(Equal(rev), step.Explain(got, ns, after.Name))
@@ -204,6 +212,8 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 		got = evidence.InjectionOf(world.CurrentPod(ctx, ns, "app"))
 		record(got)
 		step.Expected = "after `tag set` and a restart, istio-proxy injected by " + rev
+		step = injectedBy(step, rev)
+		step.Shows = regexp.QuoteMeta(tag) + `[\s\S]*` + step.Shows // the webhook list comes first
 		Expect(got.Injected).To(BeTrue(), step.Explain(got, ns, got.Pod))
 		Expect(got.Revision).To(Equal(rev), step.Explain(got, ns, got.Pod))
 	})
@@ -216,6 +226,7 @@ var _ = Describe("Sidecar injection", Label("injection"), func() {
 		step := runbook.Step{Ref: "DESIGN §4: istiod merges istio-shared-configmap-<rev> (SHARED_MESH_CONFIG) live",
 			Expected: "the injected istio-proxy carries env CONFORMANCE_RUN=" + marker + " from the shared ConfigMap's defaultConfig.proxyMetadata",
 			Confirm:  "kubectl get cm -n aks-istio-system " + addon.SharedMeshConfigMap(rev) + " -o yaml; kubectl get deploy -n aks-istio-system " + addon.Istiod(rev) + " -o yaml | grep -A1 SHARED_MESH_CONFIG",
+			Shows:    "CONFORMANCE_RUN: " + regexp.QuoteMeta(marker) + `[\s\S]*SHARED_MESH_CONFIG[\s\S]*` + regexp.QuoteMeta(addon.SharedMeshConfigMap(rev)),
 			Fix:      "name the ConfigMap after a running revision (istio-shared-configmap-<rev>), key `mesh`, and restart the workloads"}
 		var got evidence.Injection
 		// istiod watches the ConfigMap; each dry-run admission shows what a restart would inject now.

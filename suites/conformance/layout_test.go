@@ -43,8 +43,11 @@ var _ = Describe("Add-on layout", Label("layout"), emulated, func() {
 			}
 			step := runbook.Step{Ref: "DESIGN §4: root namespace and revision-suffixed names",
 				Expected: "istiod-" + rev + " Deployment and Service, ConfigMaps istio-" + rev + " and istio-sidecar-injector-" + rev + " in aks-istio-system",
-				Confirm:  "kubectl get deploy,svc,cm -n aks-istio-system",
-				Fix:      "enable the revision: az aks mesh enable --revision " + rev}
+				Confirm: "kubectl get deploy,svc -n aks-istio-system " + addon.Istiod(rev) + "; kubectl get cm -n aks-istio-system " +
+					addon.ManagedMeshConfigMap(rev) + " " + addon.InjectorConfigMap(rev),
+				Shows: `(?s)deployment\.apps/` + addon.Istiod(rev) + `\b.*service/` + addon.Istiod(rev) + `\b.*\n` +
+					addon.ManagedMeshConfigMap(rev) + `\s.*\n` + addon.InjectorConfigMap(rev) + `\s`,
+				Fix: "enable the revision: az aks mesh enable --revision " + rev}
 			Expect(missing).To(BeEmpty(), step.Explain(list(missing)))
 
 			var d appsv1.Deployment
@@ -57,6 +60,7 @@ var _ = Describe("Add-on layout", Label("layout"), emulated, func() {
 			step = runbook.Step{Ref: "DESIGN §4: the user's overlay is istio-shared-configmap-<rev>",
 				Expected: "istiod-" + rev + " reads SHARED_MESH_CONFIG=" + addon.SharedMeshConfigMap(rev),
 				Confirm:  "kubectl get deploy -n aks-istio-system istiod-" + rev + " -o yaml | grep -A1 SHARED_MESH_CONFIG",
+				Shows:    `SHARED_MESH_CONFIG\s*\n\s*value: ` + addon.SharedMeshConfigMap(rev) + `\b`,
 				Fix:      "istiod must be rendered with values.pilot.env.SHARED_MESH_CONFIG"}
 			Expect(env).To(HaveKeyWithValue("SHARED_MESH_CONFIG", addon.SharedMeshConfigMap(rev)), step.Explain(list{fmt.Sprint(env)}))
 			Expect(env).To(HaveKeyWithValue("REVISION", rev), step.Explain(list{fmt.Sprint(env)}))
@@ -85,7 +89,8 @@ var _ = Describe("Add-on layout", Label("layout"), emulated, func() {
 		step := runbook.Step{Ref: "seed §1 / DESIGN §4: no default revision and no default tag",
 			Expected: "each istio.io/rev webhook selects istio.io/rev (namespace or pod) and requires istio-injection to be absent",
 			Confirm:  "kubectl get mutatingwebhookconfigurations -l istio.io/rev -o yaml",
-			Fix:      "remove the default tag (istioctl tag remove default) and any webhook selecting istio-injection=enabled"}
+			Shows:    `name: ` + addon.InjectorWebhook(world.Revision()) + `\b`, Lacks: `istio\.io/tag: default\b`,
+			Fix: "remove the default tag (istioctl tag remove default) and any webhook selecting istio-injection=enabled"}
 		Expect(istio).To(ContainElement(addon.InjectorWebhook(world.Revision())), step.Explain(istio))
 		Expect(problems).To(BeEmpty(), step.Explain(problems))
 	})

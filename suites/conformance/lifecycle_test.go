@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/aks-istio-conformance/conformance/harness/scenario"
 	"github.com/aks-istio-conformance/conformance/harness/target"
 	"github.com/aks-istio-conformance/conformance/harness/targets"
+	"github.com/aks-istio-conformance/conformance/harness/telemetry"
 	"github.com/aks-istio-conformance/conformance/harness/xds"
 )
 
@@ -60,9 +62,22 @@ func ownCluster(ctx context.Context, purpose, revision string) *scenario.World {
 	Expect(err).NotTo(HaveOccurred())
 	t, err := targets.Open(ctx, target.Options{Name: world.Target.Name(), Revisions: []string{revision},
 		WorkDir: filepath.Join(runDir, purpose)})
-	Expect(err).NotTo(HaveOccurred(), "bring up the %s cluster", purpose)
+	if err != nil {
+		// One plain line with the cause (the target's error names the component, its check
+		// and its log), not a dump of the wrapped error's fields.
+		Fail(fmt.Sprintf("bring up the %s cluster: %v", purpose, err))
+	}
 	DeferCleanup(func(ctx SpecContext) { Expect(t.Close(ctx)).To(Succeed()) }, NodeTimeout(2*time.Minute))
-	return scenario.NewWorld(t, world.RunID, p, world.Timeout, world.Poll)
+	w := scenario.NewWorld(t, world.RunID, p, world.Timeout, world.Poll)
+	confirmOn(w)
+	return w
+}
+
+// proxyStatus confirms a step with istioctl's sync status of a revision's istiod, which
+// must list the proxy given to Explain as (namespace, pod), in sync.
+func proxyStatus(step runbook.Step, revision string) runbook.Step {
+	step.Confirm, step.Shows, step.Lacks = confirmSync(revision), syncedShows, ""
+	return step
 }
 
 // injectionNow is what admission would inject into the app in ns now (dry run).
@@ -112,17 +127,19 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		step := runbook.Step{Ref: "ADR-0004 / AKS istio-cni: InitContainers", Confirm: confirmInjection,
 			Expected: "istio-init adds NET_ADMIN and NET_RAW; no " + emulator.CNIDaemonSet + " DaemonSet",
 			Fix:      "az aks mesh proxy-redirection-mechanism --mechanism InitContainers"}
-		Expect(got.Redirection).To(Equal(evidence.InitRedirection), step.Explain(got, apps, "<dry run>"))
-		Expect(got.RedirectionCaps).To(ContainElements("NET_ADMIN", "NET_RAW"), step.Explain(got, apps, "<dry run>"))
+		step = redirectedBy(admitted(step), lifecycleFrom, evidence.InitRedirection)
+		Expect(got.Redirection).To(Equal(evidence.InitRedirection), step.Explain(got, apps))
+		Expect(got.RedirectionCaps).To(ContainElements("NET_ADMIN", "NET_RAW"), step.Explain(got, apps))
 		err := lw.Client.Get(ctx, client.ObjectKey{Namespace: addon.RootNamespace, Name: emulator.CNIDaemonSet}, &appsv1.DaemonSet{})
-		Expect(err).To(MatchError(ContainSubstring("not found")), step.Explain(list{"the CNI DaemonSet exists"}))
+		Expect(err).To(MatchError(ContainSubstring("not found")), step.Explain(list{"the CNI DaemonSet exists"}, apps))
 	})
 
-	It("Deployment Safeguards reject injected istio-init pods and admit the suite's own workload", Label("safeguards"), emulated, func(ctx SpecContext) {
+	It("Deployment Safeguards (emulated by a ValidatingAdmissionPolicy the API server enforces) reject injected istio-init pods and admit the suite's own workload", Label("safeguards"), emulated, func(ctx SpecContext) {
 		lw.ApplyFixture(ctx, "safeguards/baseline-capabilities.yaml")
 		plain := lw.Namespace(ctx, "plain", nil)
 		step := runbook.Step{Ref: "ADR-0004 / AKS deployment-safeguards: Baseline capabilities",
-			Confirm:  "kubectl describe rs -n %s",
+			Confirm:  "kubectl run confirm-admission -n %s --image=registry.k8s.io/pause:3.10 --restart=Never --dry-run=server 2>&1 | grep 'Disallowed capabilities detected'",
+			Shows:    "Disallowed capabilities detected: container\\(s\\) istio-init",
 			Expected: "the suite's app (no added capabilities) is admitted; an injected pod with istio-init is rejected: Disallowed capabilities detected",
 			Fix:      "switch to CNI chaining: az aks mesh proxy-redirection-mechanism --mechanism CNIChaining"}
 		Eventually(func(g Gomega) {
@@ -131,21 +148,28 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 			record(map[string]string{"rejected": err.Error()})
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 		_, err := lw.AdmitPod(ctx, plain, scenario.App{Name: "app"})
-		Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprint(err)}, plain))
+		Expect(err).NotTo(HaveOccurred(), notInjected(admitted(step)).Explain(list{fmt.Sprint(err)}, plain))
 	})
 
-	It("Safeguards exempt kube-system and the add-on's aks-istio-* namespaces", Label("safeguards"), emulated, func(ctx SpecContext) {
+	It("the emulated Safeguards policy exempts kube-system and the add-on's aks-istio-* namespaces (a fact of the emulation's policy, not of AKS)", Label("safeguards"), emulated, func(ctx SpecContext) {
 		privileged := func(ns string) error {
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "netadmin-"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
 				Name: "c", Image: "registry.k8s.io/pause:3.10", SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}}}}}
 			return lw.Client.Create(ctx, pod, client.DryRunAll)
 		}
-		step := runbook.Step{Ref: "AKS deployment-safeguards: system namespaces are not user workloads", Confirm: "kubectl get validatingadmissionpolicybinding",
+		step := runbook.Step{Ref: "AKS deployment-safeguards: system namespaces are not user workloads",
+			Confirm:  "kubectl get validatingadmissionpolicy aks-managed-baseline-capabilities -o jsonpath='{.spec.matchConditions[*].expression}'",
+			Shows:    `request\.namespace == 'kube-system' \|\| request\.namespace\.startsWith\('aks-istio-'\)`,
 			Expected: "a NET_ADMIN pod is admitted in kube-system and aks-istio-system, rejected in a user namespace",
 			Fix:      "the policy's matchConditions must exempt kube-system and aks-istio-*"}
+		// Its own policy (the previous spec's is deleted with it), in force before the
+		// exemptions are judged: an admitted pod proves nothing while no policy applies.
+		lw.ApplyFixture(ctx, "safeguards/baseline-capabilities.yaml")
+		Eventually(func(g Gomega) {
+			g.Expect(privileged(apps)).To(MatchError(ContainSubstring("Disallowed capabilities detected")), step.Explain(list{"user namespace admitted"}))
+		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 		Expect(privileged(metav1.NamespaceSystem)).To(Succeed(), step.Explain(list{"kube-system rejected"}))
 		Expect(privileged(addon.RootNamespace)).To(Succeed(), step.Explain(list{"aks-istio-system rejected"}))
-		Expect(privileged(apps)).To(MatchError(ContainSubstring("Disallowed capabilities detected")), step.Explain(list{"user namespace admitted"}))
 	})
 
 	It("CNIChaining injects istio-validation instead of istio-init and runs the CNI DaemonSet", Label("cni"), emulated, func(ctx SpecContext) {
@@ -153,13 +177,16 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		step := runbook.Step{Ref: "ADR-0004 / AKS istio-cni: CNIChaining", Confirm: confirmInjection,
 			Expected: "istio-validation (drops ALL, uid 1337, non-root, read-only root), no istio-init, DaemonSet " + emulator.CNIDaemonSet + " in aks-istio-system",
 			Fix:      "az aks mesh proxy-redirection-mechanism --mechanism CNIChaining; restart the workloads"}
+		step = redirectedBy(admitted(step), lifecycleFrom, evidence.ValidationContainer)
+		step.Lacks = regexp.QuoteMeta(evidence.InitRedirection)
 		var got evidence.Injection
 		var validation *corev1.Container
+		probe := lw.Namespace(ctx, "cni-probe", map[string]string{addon.RevisionLabel: lifecycleFrom})
 		Eventually(func(g Gomega) {
-			pod, err := lw.AdmitPod(ctx, lw.Namespace(ctx, "cni-probe", map[string]string{addon.RevisionLabel: lifecycleFrom}), scenario.App{Name: "app"})
+			pod, err := lw.AdmitPod(ctx, probe, scenario.App{Name: "app"})
 			g.Expect(err).NotTo(HaveOccurred())
 			got = evidence.InjectionOf(pod)
-			g.Expect(got.Redirection).To(Equal(evidence.ValidationContainer), step.Explain(got, "", ""))
+			g.Expect(got.Redirection).To(Equal(evidence.ValidationContainer), step.Explain(got, probe))
 			for i := range pod.Spec.InitContainers {
 				if pod.Spec.InitContainers[i].Name == evidence.ValidationContainer {
 					validation = &pod.Spec.InitContainers[i]
@@ -168,12 +195,14 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 		record(got)
 		sc := validation.SecurityContext
-		Expect(got.InitContainers).NotTo(ContainElement(evidence.InitRedirection), step.Explain(got, "", ""))
-		Expect(sc.Capabilities.Drop).To(ContainElement(corev1.Capability("ALL")), step.Explain(got, "", ""))
-		Expect(*sc.RunAsUser).To(BeEquivalentTo(1337), step.Explain(got, "", ""))
-		Expect(*sc.RunAsNonRoot && *sc.ReadOnlyRootFilesystem).To(BeTrue(), step.Explain(got, "", ""))
+		Expect(got.InitContainers).NotTo(ContainElement(evidence.InitRedirection), step.Explain(got, probe))
+		Expect(sc.Capabilities.Drop).To(ContainElement(corev1.Capability("ALL")), step.Explain(got, probe))
+		Expect(*sc.RunAsUser).To(BeEquivalentTo(1337), step.Explain(got, probe))
+		Expect(*sc.RunAsNonRoot && *sc.ReadOnlyRootFilesystem).To(BeTrue(), step.Explain(got, probe))
+		daemonSet := runbook.Step{Ref: step.Ref, Expected: step.Expected, Fix: step.Fix,
+			Confirm: "kubectl get daemonset -n aks-istio-system " + emulator.CNIDaemonSet, Shows: regexp.QuoteMeta(emulator.CNIDaemonSet)}
 		Expect(lw.Client.Get(ctx, client.ObjectKey{Namespace: addon.RootNamespace, Name: emulator.CNIDaemonSet}, &appsv1.DaemonSet{})).
-			To(Succeed(), step.Explain(list{"no CNI DaemonSet"}))
+			To(Succeed(), daemonSet.Explain(list{"no CNI DaemonSet"}))
 	})
 
 	It("with CNIChaining, injected workloads pass Deployment Safeguards", Label("safeguards", "cni"), emulated, func(ctx SpecContext) {
@@ -186,6 +215,7 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		record(got)
 		step := runbook.Step{Ref: "ADR-0004: CNI chaining is required under Safeguards", Confirm: confirmInjection,
 			Expected: "the injected pod is admitted, with istio-validation", Fix: "enable CNIChaining before Safeguards"}
+		step = redirectedBy(step, lifecycleFrom, evidence.ValidationContainer)
 		Expect(got.Injected && got.Redirection == evidence.ValidationContainer).To(BeTrue(), step.Explain(got, apps, oldPod.Name))
 		Expect(got.Revision).To(Equal(lifecycleFrom), step.Explain(got, apps, oldPod.Name))
 	})
@@ -214,7 +244,9 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 			}
 		}
 		record(state)
-		step := runbook.Step{Ref: "seed §7 step 2: az aks mesh upgrade start --revision " + lifecycleTo, Confirm: "az aks mesh get-revisions; kubectl get deploy -n aks-istio-system,aks-istio-ingress",
+		step := runbook.Step{Ref: "seed §7 step 2: az aks mesh upgrade start --revision " + lifecycleTo, Confirm: confirmRevisions + "; kubectl get deploy -n aks-istio-ingress",
+			Shows: `(?s)\b` + addon.Istiod(lifecycleFrom) + `\b.*\b` + addon.Istiod(lifecycleTo) + `\b.*\b` + addon.GatewayDeployment(addon.IngressGateway(addon.External), lifecycleFrom) +
+				`\b.*\b` + addon.GatewayDeployment(addon.IngressGateway(addon.External), lifecycleTo) + `\b`,
 			Expected: "revisions " + lifecycleFrom + " and " + lifecycleTo + ", both istiods and both gateway Deployments",
 			Fix:      "only n+1 or n+2, and at most two revisions at once"}
 		Expect(revs).To(Equal([]string{lifecycleFrom, lifecycleTo}), step.Explain(state))
@@ -224,12 +256,14 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 	It("the canary reads the copied shared ConfigMap (REGISTRY_ONLY)", Label("mesh-config"), upstream, func(ctx SpecContext) {
 		mesh, err := xds.MergedMesh(ctx, lw.Istiod(ctx, lifecycleTo))
 		Expect(err).NotTo(HaveOccurred())
-		step := runbook.Step{Ref: "seed §7 step 1: copy istio-shared-configmap-<old> to <new>", Confirm: "kubectl get cm -n aks-istio-system",
+		step := runbook.Step{Ref: "seed §7 step 1: copy istio-shared-configmap-<old> to <new>",
+			Confirm:  "kubectl get cm -n aks-istio-system " + addon.SharedMeshConfigMap(lifecycleTo) + " -o jsonpath='{.data.mesh}'",
+			Shows:    `mode: REGISTRY_ONLY`,
 			Expected: "istiod-" + lifecycleTo + " runs with outboundTrafficPolicy REGISTRY_ONLY", Fix: "copy the shared ConfigMap before upgrade start"}
 		Expect(mesh.GetOutboundTrafficPolicy().GetMode().String()).To(Equal("REGISTRY_ONLY"), step.Explain(list{mesh.GetOutboundTrafficPolicy().String()}))
 	})
 
-	It("refuses a third revision while two run", emulated, func(ctx SpecContext) {
+	It("the emulated add-on refuses a third revision while two run (the emulation's rule, from the AKS upgrade docs)", emulated, func(ctx SpecContext) {
 		// n+1 of the canary, n+2 of the original: only the two-revision limit refuses it.
 		err := lw.Target.Addon().UpgradeStart(ctx, revisionAfter(lifecycleTo, 1))
 		step := runbook.Step{Ref: "AKS istio-upgrade: at most two revisions", Expected: "the add-on's error: Request exceeds maximum allowed number of revisions (2)",
@@ -237,19 +271,41 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(err).To(MatchError(emulator.ErrTooManyRevisions), step.Explain(list{fmt.Sprint(err)}))
 	})
 
+	// Which istiod judged the object is read from the istiods themselves: each counts the
+	// objects its validating webhook rejected (galley_validation_failed, dry runs excluded).
 	It("during the canary the higher revision validates Istio resources", emulated, func(ctx SpecContext) {
 		var v admissionregistrationv1.ValidatingWebhookConfiguration
 		Expect(lw.Client.Get(ctx, client.ObjectKey{Name: emulator.DefaultValidator}, &v)).To(Succeed())
-		step := runbook.Step{Ref: "DESIGN §4: during a canary the higher revision validates", Confirm: "kubectl get validatingwebhookconfigurations -l istio.io/rev",
-			Expected: "unlabelled Istio objects are validated by " + lifecycleTo + "'s istiod, which rejects a negative weight",
+		step := runbook.Step{Ref: "DESIGN §4: during a canary the higher revision validates",
+			Confirm:  "kubectl get validatingwebhookconfiguration " + emulator.DefaultValidator + " -o jsonpath='{.metadata.labels.istio\\.io/rev}'",
+			Shows:    `^` + lifecycleTo + `$`,
+			Expected: "unlabelled Istio objects are validated by " + lifecycleTo + "'s istiod, which rejects a negative weight; " + lifecycleFrom + "'s istiod judges none of them",
 			Fix:      "the default validator must follow the highest revision"}
 		Expect(v.Labels).To(HaveKeyWithValue(addon.RevisionLabel, lifecycleTo), step.Explain(list{fmt.Sprint(v.Labels)}))
+		rejected := func() map[string]float64 {
+			out := map[string]float64{}
+			for _, rev := range []string{lifecycleFrom, lifecycleTo} {
+				m, err := telemetry.ScrapePushMetrics(ctx, lw.Istiod(ctx, rev))
+				Expect(err).NotTo(HaveOccurred(), "read istiod-%s's metrics", rev)
+				out[rev] = m.ValidationFailed
+			}
+			return out
+		}
+		before := rejected()
 		vs := reviewsVirtualService(apps, "reviews", &networkingapi.HTTPRoute{Route: []*networkingapi.HTTPRouteDestination{to("reviews", "", -5)}})
+		// A real create, not a dry run: istiod does not count dry-run requests. The webhook
+		// rejects it, so nothing is stored; were it admitted, the cleanup removes it.
+		DeferCleanup(func(ctx SpecContext) { Expect(client.IgnoreNotFound(lw.Client.Delete(ctx, vs))).To(Succeed()) })
 		Eventually(func(g Gomega) {
-			err := lw.Client.Create(ctx, vs, client.DryRunAll)
+			err := lw.Client.Create(ctx, vs)
 			g.Expect(err).To(MatchError(ContainSubstring("validation.istio.io")), step.Explain(list{fmt.Sprint(err)}))
 			record(map[string]string{"rejected": err.Error()})
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
+		after := rejected()
+		judged := list{fmt.Sprintf("galley_validation_failed before %v, after %v", before, after)}
+		record(judged)
+		Expect(after[lifecycleTo]).To(BeNumerically(">", before[lifecycleTo]), step.Explain(judged))
+		Expect(after[lifecycleFrom]).To(Equal(before[lifecycleFrom]), step.Explain(judged))
 	})
 
 	It("repointing the tag leaves running pods on the old revision until they restart", upstream, func(ctx SpecContext) {
@@ -259,13 +315,15 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 			Fix:      "restart the workloads to move them"}
 		tags, err := revtag.List(ctx, lw.Target.RESTConfig())
 		Expect(err).NotTo(HaveOccurred())
-		Expect(tags).To(HaveKeyWithValue(prodTag, lifecycleTo), step.Explain(list{fmt.Sprint(tags)}))
+		tagList := step
+		tagList.Confirm, tagList.Shows = "istioctl tag list --istioNamespace aks-istio-system", `(?m)^`+prodTag+`\s+`+lifecycleTo+`\b`
+		Expect(tags).To(HaveKeyWithValue(prodTag, lifecycleTo), tagList.Explain(list{fmt.Sprint(tags)}))
 		still := lw.Pod(ctx, apps, oldPod.Name)
 		got := evidence.InjectionOf(still)
-		Expect(got.Revision).To(Equal(lifecycleFrom), step.Explain(got, apps, still.Name))
+		Expect(got.Revision).To(Equal(lifecycleFrom), injectedBy(step, lifecycleFrom).Explain(got, apps, still.Name))
 		Eventually(func(g Gomega) {
 			now := injectionNow(ctx, lw, apps)
-			g.Expect(now.Revision).To(Equal(lifecycleTo), step.Explain(now, apps, "<dry run>"))
+			g.Expect(now.Revision).To(Equal(lifecycleTo), injectedBy(admitted(step), lifecycleTo).Explain(now, apps))
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 		record(got)
 	})
@@ -280,14 +338,15 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		step := runbook.Step{Ref: "seed §7 step 4: kubectl rollout restart; istioctl proxy-status", Confirm: confirmInjection,
 			Expected: "the restarted pod is injected by " + lifecycleTo + " and dials istiod-" + lifecycleTo + "; ratings, not restarted, stays with " + lifecycleFrom + ": each istiod lists its own proxy",
 			Fix:      "restart every workload of the tagged namespaces"}
+		step = injectedBy(step, lifecycleTo)
 		Expect(got.Revision).To(Equal(lifecycleTo), step.Explain(got, apps, pod.Name))
 		Expect(got.DiscoveryAddress).To(HavePrefix(addon.Istiod(lifecycleTo)+"."), step.Explain(got, apps, pod.Name))
 		lw.Proxy(ctx, pod)
 		Eventually(func(g Gomega) {
 			oldSide, newSide := syncedProxies(ctx, lw, lifecycleFrom, apps), syncedProxies(ctx, lw, lifecycleTo, apps)
 			mixed := list{fmt.Sprintf("%s: %v; %s: %v", lifecycleFrom, oldSide, lifecycleTo, newSide)}
-			g.Expect(oldSide).To(ContainElement(behind.Name+"."+apps), step.Explain(mixed, apps, pod.Name))
-			g.Expect(newSide).To(ContainElement(pod.Name+"."+apps), step.Explain(mixed, apps, pod.Name))
+			g.Expect(oldSide).To(ContainElement(behind.Name+"."+apps), proxyStatus(step, lifecycleFrom).Explain(mixed, apps, behind.Name))
+			g.Expect(newSide).To(ContainElement(pod.Name+"."+apps), proxyStatus(step, lifecycleTo).Explain(mixed, apps, pod.Name))
 			record(mixed)
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 	})
@@ -302,7 +361,9 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 			fmt.Sprintf("%s %t", addon.GatewayDeployment(gw, lifecycleFrom), deploymentExists(ctx, lw, addon.IngressNamespace, addon.GatewayDeployment(gw, lifecycleFrom))),
 			fmt.Sprintf("%s %t", addon.GatewayDeployment(gw, lifecycleTo), deploymentExists(ctx, lw, addon.IngressNamespace, addon.GatewayDeployment(gw, lifecycleTo)))}
 		record(state)
-		step := runbook.Step{Ref: "seed §7 step 5: az aks mesh upgrade complete", Confirm: "kubectl get deploy -n aks-istio-system,aks-istio-ingress",
+		step := runbook.Step{Ref: "seed §7 step 5: az aks mesh upgrade complete", Confirm: "kubectl get deploy -n aks-istio-system; kubectl get deploy -n aks-istio-ingress",
+			Shows:    `(?s)\b` + addon.Istiod(lifecycleTo) + `\b.*\b` + addon.GatewayDeployment(gw, lifecycleTo) + `\b`,
+			Lacks:    `\b(` + addon.Istiod(lifecycleFrom) + `|` + addon.GatewayDeployment(gw, lifecycleFrom) + `)\b`,
 			Expected: "only " + lifecycleTo + " remains: its istiod and gateway Deployment; the old ones are gone", Fix: "complete only after every workload restarted"}
 		Expect(revs).To(Equal([]string{lifecycleTo}), step.Explain(state))
 		Expect(state[1:]).To(Equal(list{"istiod-" + lifecycleFrom + " false", addon.GatewayDeployment(gw, lifecycleFrom) + " false", addon.GatewayDeployment(gw, lifecycleTo) + " true"}), step.Explain(state))
@@ -315,12 +376,13 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		record(got)
 		step := runbook.Step{Ref: "seed §7: after complete, labels naming the old revision inject nothing", Confirm: confirmInjection,
 			Expected: "no sidecar", Fix: "relabel namespaces with the remaining revision or a tag, then restart"}
-		Expect(got.Injected).To(BeFalse(), step.Explain(got, ns, "<dry run>"))
+		Expect(got.Injected).To(BeFalse(), notInjected(admitted(step)).Explain(got, ns))
 	})
 
 	It("removing the tag stops injection in the namespaces that use it", upstream, func(ctx SpecContext) {
 		Expect(revtag.Remove(ctx, lw.Target.RESTConfig(), prodTag)).To(Succeed())
 		step := runbook.Step{Ref: "istioctl tag remove prod --istioNamespace aks-istio-system", Confirm: "istioctl tag list --istioNamespace aks-istio-system",
+			Shows: `TAG\s+REVISION`, Lacks: `(?m)^` + prodTag + `\s`,
 			Expected: "istioctl tag list no longer shows prod, and pods of namespaces labelled istio.io/rev=prod are no longer injected",
 			Fix:      "relabel the namespaces with a revision or another tag before removing a tag"}
 		tags, err := revtag.List(ctx, lw.Target.RESTConfig())
@@ -328,12 +390,12 @@ var _ = Describe("Revision lifecycle: proxy redirection, Safeguards and a canary
 		Expect(tags).NotTo(HaveKey(prodTag), step.Explain(list{fmt.Sprint(tags)}))
 		Eventually(func(g Gomega) {
 			got := injectionNow(ctx, lw, apps)
-			g.Expect(got.Injected).To(BeFalse(), step.Explain(got, apps))
+			g.Expect(got.Injected).To(BeFalse(), notInjected(admitted(step)).Explain(got, apps))
 		}).WithContext(ctx).WithTimeout(lw.Timeout).WithPolling(lw.Poll).Should(Succeed())
 		record(tags)
 	})
 
-	It("refuses complete when no upgrade is in progress", emulated, func(ctx SpecContext) {
+	It("the emulated add-on refuses complete when no upgrade is in progress (the emulation's rule and message)", emulated, func(ctx SpecContext) {
 		err := lw.Target.Addon().UpgradeComplete(ctx)
 		Expect(err).To(MatchError(emulator.ErrUpgradeNotStarted), runbook.Step{Ref: "az aks mesh upgrade complete",
 			Expected: "Azure Service Mesh upgrade is not in progress."}.Explain(list{fmt.Sprint(err)}))
@@ -351,7 +413,7 @@ var _ = Describe("Revision lifecycle: guardrails of upgrade and a rollback", Ord
 		lw.SetSharedMeshConfig(ctx, lifecycleFrom, registryOnly)
 	})
 
-	It("refuses an upgrade that is not to n+1 or n+2", emulated, func(ctx SpecContext) {
+	It("the emulated add-on refuses an upgrade that is not to n+1 or n+2 (the emulation's rule, from the AKS upgrade docs)", emulated, func(ctx SpecContext) {
 		// n+3 (asm-1-31), a revision that builds here: only the add-on's step rule refuses it.
 		jump := revisionAfter(lifecycleFrom, 3)
 		err := lw.Target.Addon().UpgradeStart(ctx, jump)
@@ -371,7 +433,8 @@ var _ = Describe("Revision lifecycle: guardrails of upgrade and a rollback", Ord
 		lw.Deploy(ctx, apps, scenario.App{Name: "app"})
 		before := evidence.InjectionOf(lw.RunningPod(ctx, apps, "app"))
 		Expect(patcher.PatchUpgrade(ctx, lifecycleFrom, patch)).To(Succeed())
-		step := runbook.Step{Ref: "seed §7: patch upgrades roll istiod and gateways; sidecars keep the old proxy until restart", Confirm: confirmInjection,
+		step := runbook.Step{Ref: "seed §7: patch upgrades roll istiod and gateways; sidecars keep the old proxy until restart",
+			Confirm: "kubectl get pod -n %s %s -o jsonpath='{..image}'", Shows: regexp.QuoteMeta(":" + patch + "-distroless"),
 			Expected: "the running pod keeps " + before.ProxyImage + "; after a restart it gets the " + patch + " proxy", Fix: "restart workloads after a patch upgrade"}
 		Eventually(func(g Gomega) {
 			g.Expect(injectionNow(ctx, lw, apps).ProxyImage).To(HaveSuffix(":" + patch + "-distroless"))
@@ -394,6 +457,7 @@ var _ = Describe("Revision lifecycle: guardrails of upgrade and a rollback", Ord
 		old, canary := meshOf(lifecycleFrom), meshOf(lifecycleTo)
 		record(map[string]string{lifecycleFrom: old, lifecycleTo: canary})
 		step := runbook.Step{Ref: "seed §7 step 1 skipped (troubleshooting row 11)", Confirm: "kubectl get cm -n aks-istio-system | grep istio-shared-configmap",
+			Shows: regexp.QuoteMeta(addon.SharedMeshConfigMap(lifecycleFrom)), Lacks: regexp.QuoteMeta(addon.SharedMeshConfigMap(lifecycleTo)),
 			Expected: lifecycleFrom + " REGISTRY_ONLY, the canary " + lifecycleTo + " ALLOW_ANY", Fix: "copy istio-shared-configmap-<old> to istio-shared-configmap-<new>"}
 		Expect([]string{old, canary}).To(Equal([]string{"REGISTRY_ONLY", "ALLOW_ANY"}), step.Explain(list{old, canary}))
 	})
@@ -404,11 +468,12 @@ var _ = Describe("Revision lifecycle: guardrails of upgrade and a rollback", Ord
 		Expect(err).NotTo(HaveOccurred())
 		state := list{fmt.Sprintf("revisions %v", revs), fmt.Sprintf("istiod-%s %t", lifecycleTo, deploymentExists(ctx, lw, addon.RootNamespace, addon.Istiod(lifecycleTo)))}
 		record(state)
-		step := runbook.Step{Ref: "seed §7 step 5: az aks mesh upgrade rollback", Confirm: "az aks mesh get-revisions",
+		step := runbook.Step{Ref: "seed §7 step 5: az aks mesh upgrade rollback", Confirm: confirmRevisions,
+			Shows: `\b` + addon.Istiod(lifecycleFrom) + `\b`, Lacks: `\b` + addon.Istiod(lifecycleTo) + `\b`,
 			Expected: "only " + lifecycleFrom + " remains", Fix: "roll back before restarting workloads onto the canary"}
 		Expect(revs).To(Equal([]string{lifecycleFrom}), step.Explain(state))
 		Expect(state[1]).To(HaveSuffix("false"), step.Explain(state))
 		got := injectionNow(ctx, lw, apps)
-		Expect(got.Revision).To(Equal(lifecycleFrom), step.Explain(got, apps, "<dry run>"))
+		Expect(got.Revision).To(Equal(lifecycleFrom), injectedBy(admitted(step), lifecycleFrom).Explain(got, apps))
 	})
 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -88,7 +89,12 @@ func documentedWeights(revision string) map[string]int32 {
 
 func weightsStep(revision string) runbook.Step {
 	w := documentedWeights(revision)
-	return runbook.Step{Ref: "AKS istio-deploy-ingress / istio-deploy-egress: gateway node affinity; release notes 2026-06-19",
+	// The jsonpath prints the preferred terms as JSON, each key before its term's weight.
+	term := func(label string) string {
+		return regexp.QuoteMeta(`"`+strings.ReplaceAll(label, "=", `","operator":"In","values":["`)+`"]`) + `[^{]*"weight":` + fmt.Sprint(w[label]) + `\b`
+	}
+	a, b := term(profile.ReplicaPreferredLabel+"=true"), term(profile.SystemNodeLabel+"=system")
+	return runbook.Step{Shows: "(?s)(" + a + ".*" + b + "|" + b + ".*" + a + ")", Ref: "AKS istio-deploy-ingress / istio-deploy-egress: gateway node affinity; release notes 2026-06-19",
 		Confirm: "kubectl get deploy -n aks-istio-ingress %s -o jsonpath='{.spec.template.spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution}'",
 		Expected: fmt.Sprintf("%s gateway pods prefer %s=true nodes with weight %d and AKS system nodes (%s=system) with weight %d",
 			revision, profile.ReplicaPreferredLabel, w[profile.ReplicaPreferredLabel+"=true"], profile.SystemNodeLabel, w[profile.SystemNodeLabel+"=system"]),
@@ -144,11 +150,12 @@ var _ = Describe("Revisions across asm-1-30: an asm-1-29 mesh upgraded to asm-1-
 			Confirm:  confirmInjection,
 			Expected: "injected by " + acrossFrom + " with istio-init (NET_ADMIN, NET_RAW), istio-proxy an init container with restartPolicy Always, no " + emulator.CNIDaemonSet + " DaemonSet",
 			Fix:      "fixtures/profiles/" + acrossFrom + ".yaml: proxyRedirection InitContainers, nativeSidecars true; on AKS, nodes and control plane must run 1.33 or later for native sidecars"}
+		step = redirectedBy(step, acrossFrom, evidence.InitRedirection)
 		Expect(got.Revision).To(Equal(acrossFrom), step.Explain(got, apps, pod.Name))
 		Expect(got.Redirection).To(Equal(evidence.InitRedirection), step.Explain(got, apps, pod.Name))
 		Expect(got.RedirectionCaps).To(ContainElements("NET_ADMIN", "NET_RAW"), step.Explain(got, apps, pod.Name))
 		Expect(nativeProxy(pod)).NotTo(BeNil(), step.Explain(got, apps, pod.Name))
-		Expect(cniDaemonSetExists(ctx, lw)).To(BeFalse(), step.Explain(list{"the CNI DaemonSet exists"}))
+		Expect(cniDaemonSetExists(ctx, lw)).To(BeFalse(), step.Explain(list{"the CNI DaemonSet exists"}, apps, pod.Name))
 	})
 
 	It("asm-1-29's gateway pods prefer AKS system nodes (100) over istio.replica.preferred nodes (50)", func(ctx SpecContext) {
@@ -158,7 +165,8 @@ var _ = Describe("Revisions across asm-1-30: an asm-1-29 mesh upgraded to asm-1-
 	It("upgrade start to asm-1-31 (n+2) is allowed, and the canary keeps the cluster's init containers", func(ctx SpecContext) {
 		err := lw.Target.Addon().UpgradeStart(ctx, acrossTo)
 		step := runbook.Step{Ref: "AKS istio-upgrade: n+1 or n+2; istio-cni: the asm-1-30 CNI default applies only to new installations",
-			Confirm:  confirmInjection,
+			Confirm:  "kubectl get deploy -n aks-istio-system",
+			Shows:    `\b` + addon.Istiod(acrossFrom) + `\b[\s\S]*\b` + addon.Istiod(acrossTo) + `\b`,
 			Expected: "revisions " + acrossFrom + " and " + acrossTo + "; a pod admitted by " + acrossTo + " gets istio-init and a native istio-proxy; no CNI DaemonSet",
 			Fix:      "an upgrade keeps the proxy-redirection mechanism; switch with az aks mesh proxy-redirection-mechanism --mechanism CNIChaining"}
 		Expect(err).NotTo(HaveOccurred(), step.Explain(list{fmt.Sprint(err)}))
@@ -170,10 +178,11 @@ var _ = Describe("Revisions across asm-1-30: an asm-1-29 mesh upgraded to asm-1-
 		Expect(err).NotTo(HaveOccurred())
 		got := evidence.InjectionOf(pod)
 		record(got)
-		Expect(got.Revision).To(Equal(acrossTo), step.Explain(got, canary, "<dry run>"))
-		Expect(got.Redirection).To(Equal(evidence.InitRedirection), step.Explain(got, canary, "<dry run>"))
-		Expect(nativeProxy(pod)).NotTo(BeNil(), step.Explain(got, canary, "<dry run>"))
-		Expect(cniDaemonSetExists(ctx, lw)).To(BeFalse(), step.Explain(list{"the CNI DaemonSet exists"}))
+		dryRun := redirectedBy(admitted(step), acrossTo, evidence.InitRedirection)
+		Expect(got.Revision).To(Equal(acrossTo), dryRun.Explain(got, canary))
+		Expect(got.Redirection).To(Equal(evidence.InitRedirection), dryRun.Explain(got, canary))
+		Expect(nativeProxy(pod)).NotTo(BeNil(), dryRun.Explain(got, canary))
+		Expect(cniDaemonSetExists(ctx, lw)).To(BeFalse(), dryRun.Explain(list{"the CNI DaemonSet exists"}, canary))
 	})
 
 	It("during the canary each revision's gateway Deployment carries its own revision's weights", func(ctx SpecContext) {
@@ -191,13 +200,15 @@ var _ = Describe("Revisions across asm-1-30: an asm-1-29 mesh upgraded to asm-1-
 		_, canaryLeft := gatewayWeights(ctx, lw, canaryGateway)
 		state := list{fmt.Sprintf("revisions %v", revs), fmt.Sprintf("%s exists: %t", canaryGateway, canaryLeft)}
 		record(state)
-		step := runbook.Step{Ref: "AKS istio-upgrade: az aks mesh upgrade rollback", Confirm: "az aks mesh get-revisions; kubectl get deploy -n aks-istio-ingress",
+		step := runbook.Step{Ref: "AKS istio-upgrade: az aks mesh upgrade rollback", Confirm: confirmRevisions + "; kubectl get deploy -n aks-istio-ingress",
+			Shows: `\b` + addon.Istiod(acrossFrom) + `\b`, Lacks: `\b(` + addon.Istiod(acrossTo) + `|` + canaryGateway + `)\b`,
 			Expected: "only " + acrossFrom + " remains, without " + canaryGateway, Fix: "rollback removes the higher revision"}
 		Expect(revs).To(Equal([]string{acrossFrom}), step.Explain(state))
 		Expect(canaryLeft).To(BeFalse(), step.Explain(state))
 		expectGatewayWeights(ctx, lw, acrossFrom)
 		got := injectionNow(ctx, lw, apps)
-		Expect([]string{got.Revision, got.Redirection}).To(Equal([]string{acrossFrom, evidence.InitRedirection}), step.Explain(got, apps, "<dry run>"))
+		Expect([]string{got.Revision, got.Redirection}).To(Equal([]string{acrossFrom, evidence.InitRedirection}),
+			redirectedBy(admitted(step), acrossFrom, evidence.InitRedirection).Explain(got, apps))
 	})
 
 	It("upgrading again and completing leaves asm-1-31 with the cluster's init containers and the new gateway weights", func(ctx SpecContext) {
@@ -211,6 +222,7 @@ var _ = Describe("Revisions across asm-1-30: an asm-1-29 mesh upgraded to asm-1-
 			Confirm:  confirmInjection,
 			Expected: "the restarted pod is injected by " + acrossTo + " with istio-init and a native istio-proxy; after complete only " + acrossTo + " runs, with no CNI DaemonSet",
 			Fix:      "an upgraded mesh moves to CNI chaining only with az aks mesh proxy-redirection-mechanism --mechanism CNIChaining"}
+		step = redirectedBy(step, acrossTo, evidence.InitRedirection)
 		Expect(got.Revision).To(Equal(acrossTo), step.Explain(got, apps, pod.Name))
 		Expect(got.Redirection).To(Equal(evidence.InitRedirection), step.Explain(got, apps, pod.Name))
 		Expect(nativeProxy(pod)).NotTo(BeNil(), step.Explain(got, apps, pod.Name))
@@ -225,7 +237,7 @@ var _ = Describe("Revisions across asm-1-30: an asm-1-29 mesh upgraded to asm-1-
 		Expect(state).To(Equal(list{fmt.Sprintf("revisions [%s]", acrossTo), oldGateway + " exists: false", "CNI DaemonSet exists: false"}), step.Explain(state))
 		expectGatewayWeights(ctx, lw, acrossTo)
 		now := injectionNow(ctx, lw, apps)
-		Expect(now.Redirection).To(Equal(evidence.InitRedirection), step.Explain(now, apps, "<dry run>"))
+		Expect(now.Redirection).To(Equal(evidence.InitRedirection), redirectedBy(admitted(step), acrossTo, evidence.InitRedirection).Explain(now, apps))
 	})
 })
 
@@ -249,6 +261,8 @@ var _ = Describe("Revisions: a new installation at asm-1-31 gets CNI chaining, n
 			Confirm:  confirmInjection,
 			Expected: "istio-validation (drops ALL, uid 1337, non-root, read-only root), no istio-init, DaemonSet " + emulator.CNIDaemonSet + " in aks-istio-system",
 			Fix:      "fixtures/profiles/" + freshRevision + ".yaml: proxyRedirection CNIChaining (the new-installation default)"}
+		step = redirectedBy(step, freshRevision, evidence.ValidationContainer)
+		step.Lacks = regexp.QuoteMeta(evidence.InitRedirection)
 		Expect(got.Revision).To(Equal(freshRevision), step.Explain(got, apps, pod.Name))
 		Expect(got.Redirection).To(Equal(evidence.ValidationContainer), step.Explain(got, apps, pod.Name))
 		Expect(got.InitContainers).NotTo(ContainElement(evidence.InitRedirection), step.Explain(got, apps, pod.Name))
@@ -263,7 +277,8 @@ var _ = Describe("Revisions: a new installation at asm-1-31 gets CNI chaining, n
 			Expect(*sc.RunAsUser).To(BeEquivalentTo(1337), step.Explain(got, apps, pod.Name))
 			Expect(*sc.RunAsNonRoot && *sc.ReadOnlyRootFilesystem).To(BeTrue(), step.Explain(got, apps, pod.Name))
 		}
-		Expect(cniDaemonSetExists(ctx, fw)).To(BeTrue(), step.Explain(list{"no CNI DaemonSet"}))
+		Expect(cniDaemonSetExists(ctx, fw)).To(BeTrue(), runbook.Step{Ref: step.Ref, Expected: step.Expected, Fix: step.Fix,
+			Confirm: "kubectl get daemonset -n aks-istio-system " + emulator.CNIDaemonSet, Shows: regexp.QuoteMeta(emulator.CNIDaemonSet)}.Explain(list{"no CNI DaemonSet"}))
 	})
 
 	It("runs istio-proxy as a native sidecar: an init container with restartPolicy Always", func(ctx SpecContext) {
@@ -274,8 +289,12 @@ var _ = Describe("Revisions: a new installation at asm-1-31 gets CNI chaining, n
 		step := runbook.Step{Ref: "AKS istio-native-sidecar: asm-1-29 and later, on AKS 1.33 and later", Confirm: confirmInjection,
 			Expected: "istio-proxy among the init containers with restartPolicy Always, not among the containers",
 			Fix:      "ENABLE_NATIVE_SIDECARS=true on istiod-" + freshRevision + " (kubectl get deploy -n aks-istio-system istiod-" + freshRevision + " -o yaml)"}
-		Expect(nativeProxy(got)).NotTo(BeNil(), step.Explain(in, apps, "<dry run>"))
-		Expect(in.Containers).NotTo(ContainElement(evidence.ProxyContainer), step.Explain(in, apps, "<dry run>"))
+		// The second line lists the init containers, then the containers: istio-proxy is
+		// among the first, and the app's container comes after it.
+		dryRun := injectedBy(admitted(step), freshRevision)
+		dryRun.Shows += `.*\bconfirm-admission$`
+		Expect(nativeProxy(got)).NotTo(BeNil(), dryRun.Explain(in, apps))
+		Expect(in.Containers).NotTo(ContainElement(evidence.ProxyContainer), dryRun.Explain(in, apps))
 	})
 
 	It("its gateway pods prefer istio.replica.preferred nodes (100) over AKS system nodes (50)", func(ctx SpecContext) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -21,13 +22,15 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1"
-	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"istio.io/istio/pilot/pkg/simulation"
+	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/aks-istio-conformance/conformance/harness/envoy"
 	"github.com/aks-istio-conformance/conformance/harness/runbook"
 	"github.com/aks-istio-conformance/conformance/harness/scenario"
+	"github.com/aks-istio-conformance/conformance/harness/traffic"
 	"github.com/aks-istio-conformance/conformance/harness/verdict"
 	"github.com/aks-istio-conformance/conformance/harness/xds"
 )
@@ -46,11 +49,37 @@ const (
 func reviews(ctx context.Context, purpose string) (client workload, host string) {
 	GinkgoHelper()
 	ns := meshNamespace(ctx, purpose)
+	host = reviewsBackends(ctx, ns)
+	return deployWorkload(ctx, ns, "client"), host
+}
+
+// reviewsBackends deploys reviews v1 and v2 (pods labelled app=reviews and their version)
+// behind Service reviews:9080, which forwards to the port the apps serve, and returns the
+// reviews host.
+func reviewsBackends(ctx context.Context, ns string) string {
+	GinkgoHelper()
 	for _, v := range []string{"v1", "v2"} {
 		world.Deploy(ctx, ns, scenario.App{Name: "reviews-" + v, PodLabels: map[string]string{"app": "reviews", "version": v}})
 	}
-	world.Service(ctx, ns, "reviews", "reviews", reviewsPort)
-	return deployWorkload(ctx, ns, "client"), "reviews." + ns + ".svc.cluster.local"
+	world.ServiceTo(ctx, ns, "reviews", "reviews", reviewsPort, scenario.AppPort)
+	return "reviews." + ns + ".svc.cluster.local"
+}
+
+// split9010 routes reviews 90/10 across subsets v1 and v2.
+func split9010(h string) *networkingapi.HTTPRoute {
+	return &networkingapi.HTTPRoute{Route: []*networkingapi.HTTPRouteDestination{to(h, "v1", 90), to(h, "v2", 10)}}
+}
+
+// weighted9010 checks that a route sends 90% to subset v1 and 10% to v2.
+func weighted9010(h string, r *route.Route) error {
+	weights := map[string]uint32{}
+	for _, wc := range r.GetRoute().GetWeightedClusters().GetClusters() {
+		weights[wc.GetName()] = wc.GetWeight().GetValue()
+	}
+	if weights[subsetCluster(h, "v1")] != 90 || weights[subsetCluster(h, "v2")] != 10 {
+		return fmt.Errorf("weighted clusters %v", weights)
+	}
+	return nil
 }
 
 func subsetCluster(host, subset string) string {
@@ -79,6 +108,8 @@ func to(host, subset string, weight int32) *networkingapi.HTTPRouteDestination {
 // servedRoute waits until the client's route for reviews (at path) passes check.
 func servedRoute(ctx context.Context, c workload, host, path string, since time.Time, step runbook.Step, check func(*route.VirtualHost, *route.Route) error) {
 	GinkgoHelper()
+	// The route configuration for port 9080 holds the host's virtual host.
+	step.Shows = `"` + regexp.QuoteMeta(host) + `(:\d+)?"`
 	served(ctx, c.proxy, since, step, c.at(), func(s xds.Snapshot) (verdict.HTTPRoute, error) {
 		got := verdict.Route(s, simulation.CallModeOutbound, host, reviewsPort, path)
 		if got.Config == nil {
@@ -94,6 +125,7 @@ func servedRoute(ctx context.Context, c workload, host, path string, since time.
 // servedCluster waits until the client's cluster name passes check.
 func servedCluster(ctx context.Context, c workload, name string, since time.Time, step runbook.Step, check func(*cluster.Cluster) error) {
 	GinkgoHelper()
+	step.Shows = `"name":\s*"` + regexp.QuoteMeta(name) + `"`
 	served(ctx, c.proxy, since, step, c.at(), func(s xds.Snapshot) (string, error) {
 		for _, cl := range s.Clusters {
 			if cl.GetName() == name {
@@ -130,20 +162,9 @@ var _ = Describe("Traffic management: routes", Label("routing"), upstream, func(
 			servedRoute(ctx, client, host, path, applied, step, func(vh *route.VirtualHost, r *route.Route) error { return rc.check(host, vh, r) })
 		},
 		Entry("a 90/10 split across subsets becomes weighted clusters", routeCase{
-			http: func(h string) *networkingapi.HTTPRoute {
-				return &networkingapi.HTTPRoute{Route: []*networkingapi.HTTPRouteDestination{to(h, "v1", 90), to(h, "v2", 10)}}
-			},
+			http:   split9010,
 			expect: "weighted clusters v1=90, v2=10",
-			check: func(h string, _ *route.VirtualHost, r *route.Route) error {
-				weights := map[string]uint32{}
-				for _, wc := range r.GetRoute().GetWeightedClusters().GetClusters() {
-					weights[wc.GetName()] = wc.GetWeight().GetValue()
-				}
-				if weights[subsetCluster(h, "v1")] != 90 || weights[subsetCluster(h, "v2")] != 10 {
-					return fmt.Errorf("weighted clusters %v", weights)
-				}
-				return nil
-			},
+			check:  func(h string, _ *route.VirtualHost, r *route.Route) error { return weighted9010(h, r) },
 		}),
 		Entry("a header match routes one user to v2", routeCase{
 			http: func(h string) *networkingapi.HTTPRoute {
@@ -334,8 +355,10 @@ var _ = Describe("Traffic management: routes", Label("routing"), upstream, func(
 
 	It("shows a proxy that rejects pushed clusters as not SYNCED for CDS, and SYNCED once it accepts again (row 10)", Label("sync"), func(ctx SpecContext) {
 		client, _ := reviews(ctx, "sync-nack")
-		step := runbook.Step{Ref: "troubleshooting row 10: istioctl proxy-status shows whether each proxy acknowledged its config",
-			Confirm:  "istioctl proxy-status --istioNamespace aks-istio-system --revision " + world.Revision(),
+		step := runbook.Step{Ref: "troubleshooting row 10: istioctl proxy-status shows whether each proxy acknowledged its config " +
+			"(on the add-on only with both --istioNamespace aks-istio-system and --revision <revision>: without them istioctl looks for " +
+			"istio-system and the default revision and finds \"no running Istio pods\"; from istioctl 1.28, --verbosity 1 shows SYNCED or STALE per type)",
+			Confirm:  confirmSync(world.Revision()),
 			Expected: "CDS not SYNCED while the proxy NACKs a cluster push; every type SYNCED after it accepts one",
 			Fix:      "a proxy that stays STALE rejected its config: its istio-proxy log and istiod's log name the rejected resource"}
 		expectSynced(ctx, client, step)
@@ -398,8 +421,67 @@ var _ = Describe("Traffic management: destination policies", Label("routing"), u
 
 var _ = Describe("Traffic management: traffic", Label("routing", "dataplane"), upstream, func() {
 	BeforeEach(requireDataPlane)
-	It("splits 90/10 within a binomial 99% bound over 1000 requests", func() {
-		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
+	// Which version answered is read from the client's access log: each request's line
+	// names the weighted cluster Envoy picked (outbound|9080|v1|...) and the pod it sent
+	// the request to, which must be a pod of that version.
+	It("splits 90/10 within a binomial 99% bound over 1000 requests", func(ctx SpecContext) {
+		const requests, v2Weight, confidence = 1000, 0.10, 0.99
+		ns := meshNamespace(ctx, "split")
+		host := reviewsBackends(ctx, ns)
+		versions := map[string]string{}
+		for _, v := range []string{"v1", "v2"} {
+			versions[readyPod(ctx, ns, "reviews-"+v).Status.PodIP] = v
+		}
+		caller := probeClient(ctx, ns, "client")
+		accessLogging(ctx, caller.workload)
+		world.Create(ctx, reviewsSubsets(ns, host, nil))
+		applied := time.Now()
+		world.Create(ctx, reviewsVirtualService(ns, host, split9010(host)))
+		step := runbook.Step{Ref: "seed §6 / lab step 6: a 90/10 split across subsets v1 and v2", Confirm: confirmRoutes, Shows: `"` + regexp.QuoteMeta(host) + `(:\d+)?"`,
+			Expected: fmt.Sprintf("of %d requests, v2 answers a count inside the binomial %.0f%% interval for weight %.0f%%, v1 the rest, each from a pod of its version",
+				requests, confidence*100, v2Weight*100),
+			Fix: "kubectl get virtualservice,destinationrule -n <ns> reviews -o yaml: weights, subsets and their version labels"}
+		servedRoute(ctx, caller.workload, host, "/", applied, step, func(_ *route.VirtualHost, r *route.Route) error { return weighted9010(host, r) })
+		// Envoy itself must hold the weighted route, and both subset clusters active (warmed:
+		// their endpoints arrived), before requests are counted: earlier ones would be
+		// spread by the default route, or find a subset without hosts.
+		envoyStep := step
+		envoyStep.Ref += " [Envoy's own route]"
+		envoyStep.Shows = `"weightedClusters"(?s:.*)` + inAnyOrder(`"`+regexp.QuoteMeta(subsetCluster(host, "v2"))+`"`, `"weight":\s*90\b`, `"weight":\s*10\b`)
+		admin := &envoy.Admin{Road: world.Cluster, Namespace: ns, Pod: caller.pod.Name}
+		_, err := envoy.Await(ctx, admin, world.Poll, world.Timeout, func(s xds.Snapshot) error {
+			for _, v := range []string{"v1", "v2"} {
+				if !slices.Contains(clusterNames(s), subsetCluster(host, v)) {
+					return fmt.Errorf("no active cluster %s", subsetCluster(host, v))
+				}
+			}
+			r := verdict.Route(s, simulation.CallModeOutbound, host, reviewsPort, "/")
+			if r.Config == nil {
+				return fmt.Errorf("%s", r)
+			}
+			return weighted9010(host, r.Config)
+		})
+		Expect(err).NotTo(HaveOccurred(), envoyStep.Explain(observed{err}, caller.at()...))
+
+		attempts, err := caller.prober.SendMany(ctx, traffic.Request{URL: fmt.Sprintf("http://%s:%d/", host, reviewsPort)}, requests)
+		Expect(err).NotTo(HaveOccurred())
+		split := traffic.TallySplit(attempts, versions)
+		lo, hi, err := traffic.BinomialInterval(requests, v2Weight, confidence)
+		Expect(err).NotTo(HaveOccurred())
+		record(map[string]any{"split": split, "v2Interval": []int{lo, hi}, "confidence": confidence})
+		// By hand: the client's access log names both subsets' clusters (with 1000
+		// requests at 10%, its last 200 lines hold v2 lines but for a 1e-9 chance).
+		countStep := step
+		countStep.Ref += " [the client's access log]"
+		countStep.Confirm = proxyLogConfirm(caller.workload)
+		countStep.Shows = inAnyOrder(regexp.QuoteMeta(subsetCluster(host, "v1")), regexp.QuoteMeta(subsetCluster(host, "v2")))
+		seen := observed{fmt.Sprintf("v1 %d, v2 %d of %d (v2 interval [%d, %d]); %d unanswered %.300q; %d answered by another version's pod %.300q",
+			split.BySubset["v1"], split.BySubset["v2"], requests, lo, hi, len(split.Unanswered), split.Unanswered, len(split.Mismatched), split.Mismatched)}
+		Expect(split.Unanswered).To(BeEmpty(), countStep.Explain(seen))
+		Expect(split.Mismatched).To(BeEmpty(), countStep.Explain(seen))
+		Expect(split.BySubset["v1"]+split.BySubset["v2"]).To(Equal(requests), countStep.Explain(seen))
+		Expect(split.BySubset["v2"]).To(BeNumerically(">=", lo), countStep.Explain(seen))
+		Expect(split.BySubset["v2"]).To(BeNumerically("<=", hi), countStep.Explain(seen))
 	})
 })
 
@@ -433,6 +515,11 @@ func expectSynced(ctx context.Context, w workload, step runbook.Step) {
 // its proxy is connected to) satisfies want, and returns it.
 func awaitSyncStatus(ctx context.Context, w workload, step runbook.Step, want func(xds.ProxyStatus) bool) xds.ProxyStatus {
 	GinkgoHelper()
+	// istioctl's view of the same sync status: the workload's line (pod.namespace).
+	step.Confirm = confirmSync(world.Revision())
+	if step.Shows == "" {
+		step.Shows, step.Lacks = syncedShows, ""
+	}
 	var mine xds.ProxyStatus
 	Eventually(func(g Gomega) {
 		statuses, err := xds.SyncStatus(ctx, world.Cluster, world.Revision(), w.ns)

@@ -3,6 +3,8 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -21,6 +23,7 @@ import (
 	"github.com/aks-istio-conformance/conformance/harness/evidence"
 	"github.com/aks-istio-conformance/conformance/harness/runbook"
 	"github.com/aks-istio-conformance/conformance/harness/scenario"
+	"github.com/aks-istio-conformance/conformance/harness/traffic"
 	"github.com/aks-istio-conformance/conformance/harness/verdict"
 	"github.com/aks-istio-conformance/conformance/harness/xds"
 )
@@ -66,6 +69,7 @@ func meshNamespace(ctx context.Context, purpose string) string {
 // connection.
 func inbound(ctx context.Context, server workload, port int, tls verdict.TLS, accepted bool, since time.Time, step runbook.Step) verdict.Connection {
 	GinkgoHelper()
+	step = inboundConfirm(step, server, port, tls, accepted)
 	return served(ctx, server.proxy, since, step, server.at(), func(s xds.Snapshot) (verdict.Connection, error) {
 		got := verdict.Inbound(s, port, tls)
 		if got.Accepted != accepted {
@@ -73,6 +77,39 @@ func inbound(ctx context.Context, server workload, port int, tls verdict.TLS, ac
 		}
 		return got, nil
 	})
+}
+
+// inboundConfirm says what confirmInbound shows for one inbound verdict: the inbound
+// listener's filter chain for the port and transport (raw_buffer for plaintext, tls for
+// mTLS), or, for a rejected transport, the port's chains without that one.
+func inboundConfirm(step runbook.Step, server workload, port int, tls verdict.TLS, accepted bool) runbook.Step {
+	transport := "raw_buffer"
+	if tls == verdict.MTLS {
+		transport = "tls"
+	}
+	step.Ref += fmt.Sprintf(" [%s:%d %s]", server.pod.Labels["app"], port, tls)
+	step.Confirm = confirmInbound
+	chain := fmt.Sprintf(`"destinationPort":\s*%d,[^}]*"transportProtocol":\s*"%s"`, port, transport)
+	if accepted {
+		step.Shows, step.Lacks = chain, ""
+	} else {
+		step.Shows, step.Lacks = fmt.Sprintf(`"destinationPort":\s*%d\b`, port), chain
+	}
+	return step
+}
+
+// authzPolicies says what confirmAuthz shows for a server: the AuthorizationPolicies (as
+// name.namespace) that apply to it, or none.
+func authzPolicies(step runbook.Step, ns string, names ...string) runbook.Step {
+	if len(names) == 0 {
+		step.Shows, step.Lacks = `ACTION`, `(?m)^(ALLOW|DENY|AUDIT|CUSTOM)\s`
+		return step
+	}
+	for i, n := range names {
+		names[i] = regexp.QuoteMeta(n + "." + ns)
+	}
+	step.Shows = `(?s)` + strings.Join(names, ".*")
+	return step
 }
 
 // authorize waits until the server's RBAC filters give allowed for req.
@@ -140,12 +177,12 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), upstream, fu
 		requireMeshWideChanges()
 		ns := meshNamespace(ctx, "mtls-wrongroot")
 		server := deployWorkload(ctx, ns, "server", httpPort)
-		ensureNamespace(ctx, "istio-system")
+		world.SharedNamespace(ctx, "istio-system")
 		pa := peerAuthentication("istio-system", world.RunID+"-mesh-strict", strict, nil)
 		world.Create(ctx, pa)
 		barrier(ctx, server, "PeerAuthentication", pa)
 		step := runbook.Step{Ref: "troubleshooting row 3: a mesh-wide policy in istio-system is ignored on the add-on",
-			Confirm:  "kubectl get peerauthentication -n istio-system; " + confirmInbound,
+			Confirm:  confirmInbound,
 			Expected: "plaintext still accepted: istio-system is not the add-on's root namespace",
 			Fix:      "move the policy to aks-istio-system"}
 		inbound(ctx, server, httpPort, verdict.Plaintext, true, time.Now(), step)
@@ -186,7 +223,7 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), upstream, fu
 		applied := time.Now()
 		world.Create(ctx, peerAuthentication(ns, "default", strict, nil))
 		step := runbook.Step{Ref: "troubleshooting row 4: 503 UC / connection reset from clients outside the mesh",
-			Confirm:  "kubectl get pod -n <client ns> -o jsonpath='{..containers[*].name}'; " + confirmInbound,
+			Confirm:  confirmInbound,
 			Expected: "the un-injected client can only send plaintext, which the STRICT server rejects (503 UC through a proxy, a reset without), while it accepts the mTLS an injected client sends",
 			Fix:      "inject the client (istio.io/rev on its namespace and a restart) or set the server to PERMISSIVE during migration"}
 		// The client is judged from its own admitted pod, then the server on what the client sends.
@@ -200,7 +237,8 @@ var _ = Describe("Security: mutual TLS", Label("security", "mtls"), upstream, fu
 		server, client, host := strictServerAndClient(ctx, "mtls-disable")
 		applied := time.Now()
 		world.Create(ctx, destinationRule(client.ns, "to-server", host, networkingapi.ClientTLSSettings_DISABLE))
-		step := runbook.Step{Ref: "troubleshooting row 5: a DestinationRule disables client mTLS",
+		step := runbook.Step{Ref: "troubleshooting row 5: a DestinationRule disables client mTLS (the seed's `istioctl authn tls-check` was removed in Istio 1.6, " +
+			"istio/istio#22407; its current equivalent is the client's cluster for the host, below, whose TLS transport socket says what it sends)",
 			Confirm:  "istioctl proxy-config cluster -n %s %s --fqdn " + host + " -o json --istioNamespace aks-istio-system",
 			Expected: "the client's cluster for the server sends plaintext, and the STRICT server rejects plaintext",
 			Fix:      "set trafficPolicy.tls.mode ISTIO_MUTUAL (or remove tls) in the DestinationRule"}
@@ -241,6 +279,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), upstream
 		step := runbook.Step{Ref: "seed §3: no AuthorizationPolicy means allow; a selector scopes a policy to its workloads", Confirm: confirmAuthz,
 			Expected: "the neighbour, selected by an ALLOW policy without rules, denies every request; the server, which no policy selects, is served no RBAC filter and allows every request",
 			Fix:      "kubectl get authorizationpolicy -n <ns>,aks-istio-system -o yaml: check each policy's spec.selector"}
+		step = authzPolicies(step, server.ns)
 		// The control: where a policy applies, the evaluator finds its RBAC filter in what
 		// istiod serves. Without it, "no filter on the server" could mean the evaluator
 		// looked in the wrong place rather than that no policy applies.
@@ -258,6 +297,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), upstream
 		step := runbook.Step{Ref: "troubleshooting row 6: 403 RBAC: access denied after the first ALLOW policy", Confirm: confirmAuthz,
 			Expected: "the named principal is allowed; every other caller, plaintext included, is denied by default",
 			Fix:      "add ALLOW rules for every legitimate caller (principals or namespaces), then apply"}
+		step = authzPolicies(step, server.ns, "allow-friend")
 		authorize(ctx, server, get(friend, "/"), verdict.MTLS, true, applied, step)
 		authorize(ctx, server, get(stranger, "/"), verdict.MTLS, false, applied, step)
 		authorize(ctx, server, verdict.Request{Method: "GET", Path: "/", Port: httpPort}, verdict.Plaintext, false, applied, step)
@@ -276,6 +316,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), upstream
 		step := runbook.Step{Ref: "seed §3: DENY is evaluated before ALLOW", Confirm: confirmAuthz,
 			Expected: "the friend namespace may GET / but not /admin",
 			Fix:      "a DENY policy wins over any ALLOW: narrow its rules"}
+		step = authzPolicies(step, server.ns, "deny-admin", "allow-friend-ns")
 		authorize(ctx, server, get(friend, "/admin/users"), verdict.MTLS, false, applied, step)
 		authorize(ctx, server, get(friend, "/"), verdict.MTLS, true, applied, step)
 	})
@@ -288,6 +329,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), upstream
 		step := runbook.Step{Ref: "seed §3: AUDIT only logs", Confirm: confirmAuthz,
 			Expected: "with only an AUDIT policy every request is still allowed",
 			Fix:      "AUDIT needs a telemetry provider to log; it never denies"}
+		step = authzPolicies(step, server.ns, "audit-all")
 		// Wait for the AUDIT filter itself, so the verdict is not the pre-policy "no filter".
 		served(ctx, server.proxy, applied, step, server.at(), func(s xds.Snapshot) (verdict.Decision, error) {
 			d, err := verdict.Inbound(s, httpPort, verdict.MTLS).Authorize(get(stranger, "/"))
@@ -311,6 +353,7 @@ var _ = Describe("Security: authorization", Label("security", "authz"), upstream
 		step := runbook.Step{Ref: "seed §3: sources (principals, namespaces) and operations (methods, paths)", Confirm: confirmAuthz,
 			Expected: "friend namespace: GET /api/* only; stranger principal: POST /upload only",
 			Fix:      "check each rule's from/to: fields within a rule are ANDed, rules are ORed"}
+		step = authzPolicies(step, server.ns, "api-readers")
 		post := func(from workload, path string) verdict.Request {
 			return verdict.Request{Principal: from.principal(), Method: "POST", Path: path, Port: httpPort}
 		}
@@ -326,7 +369,8 @@ var _ = Describe("Security: authorization", Label("security", "authz"), upstream
 		world.Create(ctx, allowPolicy(server.ns, "allow-friend", &securityapi.Rule{
 			From: []*securityapi.Rule_From{{Source: &securityapi.Source{Namespaces: []string{friend.ns}}}},
 		}))
-		step := runbook.Step{Ref: "seed §3 / troubleshooting: istioctl proxy-status after a change", Confirm: "istioctl proxy-status --istioNamespace aks-istio-system --revision " + world.Revision(),
+		step := runbook.Step{Ref: "seed §3 / troubleshooting: istioctl proxy-status after a change", Confirm: confirmSync(world.Revision()),
+			Shows:    syncedShows,
 			Expected: "the server's proxy received the policy and every type it was sent is acknowledged (SYNCED)",
 			Fix:      "a STALE proxy has not acknowledged: check istiod's log for rejected config (NACK)"}
 		authorize(ctx, server, get(stranger, "/"), verdict.MTLS, false, applied, step)
@@ -337,13 +381,71 @@ var _ = Describe("Security: authorization", Label("security", "authz"), upstream
 var _ = Describe("Security: traffic", Label("security", "dataplane"), upstream, func() {
 	BeforeEach(requireDataPlane)
 
-	It("an un-injected client calling a STRICT server gets a reset (503 UC through a proxy, row 4)", func() {
-		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
+	It("an un-injected client calling a STRICT server gets a reset (503 UC through a proxy, row 4)", func(ctx SpecContext) {
+		ns := meshNamespace(ctx, "mtls-traffic")
+		server := ready(ctx, deployWorkload(ctx, ns, "server", httpPort))
+		legacy := probeClient(ctx, world.Namespace(ctx, "legacy-probe", nil), "client")
+		member := probeClient(ctx, meshNamespace(ctx, "mesh-probe"), "client")
+		accessLogging(ctx, member.workload)
+		applied := time.Now()
+		world.Create(ctx, peerAuthentication(ns, "default", strict, nil))
+		step := runbook.Step{Ref: "troubleshooting row 4: 503 UC / connection reset from clients outside the mesh",
+			Expected: "the un-injected client's plaintext request gets no answer from the STRICT server (a reset; 503 UC where a client sidecar relays it), " +
+				"while an injected client's mTLS request is served (200)",
+			Fix: "inject the client (istio.io/rev on its namespace and a restart) or set the server to PERMISSIVE during migration"}
+		// Served config first: the server's inbound listener has no plaintext filter chain
+		// for the un-injected client's requests, and one for an injected client's mTLS.
+		rejected := inbound(ctx, server, httpPort, sentByUninjected(legacy.workload), false, applied, step)
+		accepted := inbound(ctx, server, httpPort, verdict.MTLS, true, applied, step)
+
+		req := traffic.Request{URL: serviceURL(server, httpPort, "/")}
+		// Whatever the closed connection looks like to curl (reset, empty reply), or a 503
+		// if something relays it, the request must not be served. The client has no
+		// sidecar, so there is no client-side flag to read: the outcome is curl's.
+		refusedStep := step
+		refusedStep.Ref += " [the un-injected client's request]"
+		refusedStep.Confirm = curlConfirm(legacy, req)
+		refusedStep.Shows = `(?m)^(000 exit (52|56)|503 exit 0)$`
+		awaitTraffic(ctx, legacy, req, "unanswered requests (no response, or a 5xx)", notServed, rejected, refusedStep)
+		// The control: the same server answers an injected client, so the failure above is
+		// the plaintext being refused, not a server that is down.
+		expectTraffic(ctx, member, req, traffic.Outcome{Code: 200, Flag: "-"}, accepted,
+			trafficStep(step, member, req, member.workload, traffic.Outcome{Code: 200, Flag: "-"}))
 	})
-	It("a request outside the ALLOW policy answers 403 with response flag RBAC (row 6)", func() {
-		Fail("traffic probes are not implemented for target " + world.Target.Name() + " yet")
+
+	It("a request outside the ALLOW policy answers 403 with response flag RBAC (row 6)", func(ctx SpecContext) {
+		server := ready(ctx, deployWorkload(ctx, meshNamespace(ctx, "authz-traffic"), "server", httpPort))
+		friend := probeClient(ctx, meshNamespace(ctx, "authz-friend"), "friend")
+		stranger := probeClient(ctx, meshNamespace(ctx, "authz-stranger"), "stranger")
+		// RBAC is decided by the server's sidecar: its access log carries the flag.
+		accessLogging(ctx, server)
+		friend.observe(server)
+		stranger.observe(server)
+		applied := time.Now()
+		world.Create(ctx, allowPolicy(server.ns, "allow-friend", &securityapi.Rule{
+			From: []*securityapi.Rule_From{{Source: &securityapi.Source{Namespaces: []string{friend.ns}}}},
+		}))
+		step := runbook.Step{Ref: "troubleshooting row 6: 403 RBAC: access denied after the first ALLOW policy", Confirm: confirmAuthz,
+			Expected: "a caller the ALLOW policy does not name gets 403 with response flag RBAC in the server's istio-proxy log; the named namespace gets 200",
+			Fix:      "add ALLOW rules for every legitimate caller (principals or namespaces), then apply"}
+		step = authzPolicies(step, server.ns, "allow-friend")
+		get := func(from probe) verdict.Request {
+			return verdict.Request{Principal: from.principal(), Method: "GET", Path: "/", Port: httpPort}
+		}
+		denied := authorize(ctx, server, get(stranger), verdict.MTLS, false, applied, step)
+		allowed := authorize(ctx, server, get(friend), verdict.MTLS, true, applied, step)
+
+		req := traffic.Request{URL: serviceURL(server, httpPort, "/")}
+		forbidden := traffic.Outcome{Code: 403, Flag: "RBAC"}
+		expectTraffic(ctx, stranger, req, forbidden, denied, trafficStep(step, stranger, req, server, forbidden))
+		answered := traffic.Outcome{Code: 200, Flag: "-"}
+		expectTraffic(ctx, friend, req, answered, allowed, trafficStep(step, friend, req, server, answered))
 	})
 })
+
+// notServed says a request was not answered by the app: no response at all (a reset, an
+// empty reply, a timeout), or a 5xx a proxy answered in its place.
+func notServed(o traffic.Outcome) bool { return o.Code == 0 || o.Code >= 500 }
 
 // sentByUninjected judges what a client outside the mesh sends. Whether it has a sidecar is
 // read from the pod the API server admitted (istiod's webhook decided), not from the labels
@@ -355,6 +457,7 @@ func sentByUninjected(c workload) verdict.TLS {
 	got := evidence.InjectionOf(c.pod)
 	record(got)
 	step := runbook.Step{Ref: "troubleshooting row 4: the client is outside the mesh", Confirm: confirmInjection,
+		Shows: `\bapp\b`, Lacks: `istio-(proxy|init|validation)`,
 		Expected: "the client pod has no istio-proxy and no istio-init or istio-validation: nothing wraps its HTTP in mTLS",
 		Fix:      "the client's namespace must carry no istio.io/rev label (and no revision tag) for this check"}
 	Expect(got.Injected).To(BeFalse(), step.Explain(got, c.ns, c.pod.Name))
@@ -386,6 +489,13 @@ func destinationRule(ns, name, host string, mode networkingapi.ClientTLSSettings
 func clientTLS(ctx context.Context, c workload, host string, want verdict.TLS, since time.Time, step runbook.Step) verdict.TLS {
 	GinkgoHelper()
 	cluster := fmt.Sprintf("outbound|%d||%s", httpPort, host)
+	// The cluster's JSON names a TLS transport socket when it sends mTLS.
+	step.Shows, step.Lacks = `"name":\s*"`+regexp.QuoteMeta(cluster)+`"`, ""
+	if want == verdict.MTLS {
+		step.Shows += `(?s).*"envoy\.transport_sockets\.tls"`
+	} else {
+		step.Lacks = `"envoy\.transport_sockets\.tls"`
+	}
 	return served(ctx, c.proxy, since, step, c.at(), func(s xds.Snapshot) (verdict.TLS, error) {
 		got, err := verdict.ClientTLS(s, cluster)
 		if err == nil && got != want {
@@ -436,17 +546,6 @@ func barrier(ctx context.Context, w workload, kind string, obj client.Object) {
 		return fmt.Errorf("no listener %s yet", listenerName)
 	})
 	Expect(err).NotTo(HaveOccurred(), "istiod did not push the barrier Service %s/%s", w.ns, marker)
-}
-
-// ensureNamespace creates a namespace if it is missing and removes it afterwards only if
-// it created it.
-func ensureNamespace(ctx context.Context, name string) {
-	GinkgoHelper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := world.Client.Get(ctx, client.ObjectKeyFromObject(ns), ns); err == nil {
-		return
-	}
-	world.Create(ctx, ns)
 }
 
 func requireMeshWideChanges() {

@@ -46,6 +46,8 @@ var (
 	azureCluster       = flag.String(azure.FlagCluster, "", "aks: the cluster's name, for add-on operations")
 	timeoutFlag        = flag.Duration("eventually-timeout", 30*time.Second,
 		"how long a convergence check may take; raise it for slow clusters")
+	confirmFlag = flag.Bool("run-confirm", envOr("ASM_RUN_CONFIRM", "true") == "true",
+		"at the end of each spec, run the confirm commands it prints against the target and fail the spec when one does not work as printed (env ASM_RUN_CONFIRM)")
 )
 
 // world is shared by every spec of the run; BeforeSuite fills it.
@@ -103,6 +105,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	run.Phases, run.Capabilities = t.Phases(), t.Capabilities()
 
 	*world = *scenario.NewWorld(t, run.ID, def, *timeoutFlag, 200*time.Millisecond)
+	if *confirmFlag {
+		confirmEnv = newConfirmEnv(t, def)
+	}
 	GinkgoWriter.Printf("target %s up; kubeconfig %s\n", t.Name(), t.KubeconfigPath())
 }, NodeTimeout(20*time.Minute))
 
@@ -111,6 +116,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 var _ = AfterSuite(func(ctx SpecContext) {
 	if world.Client != nil {
 		Expect(world.VerifyMeshConfigsRestored(ctx)).To(Succeed())
+		Expect(world.DeleteSharedNamespaces(ctx)).To(Succeed())
 	}
 })
 
