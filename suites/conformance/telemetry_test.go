@@ -217,6 +217,19 @@ type flagCase struct {
 	fault func(ctx context.Context, c probe, server workload, applied time.Time, step runbook.Step) (traffic.Request, any)
 }
 
+// confirmServerRoute shows the client's route table for the server's port (namespace and
+// pod filled in by the runbook).
+var confirmServerRoute = fmt.Sprintf("istioctl proxy-config route -n %%s %%s --name %d -o json --istioNamespace aks-istio-system", httpPort)
+
+// serverVirtualService routes host's traffic by one rule, sent to host itself.
+func serverVirtualService(ns, name, host string, rule *networkingapi.HTTPRoute) *networkingv1.VirtualService {
+	vs := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	vs.Spec.Hosts = []string{host}
+	rule.Route = []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: host}}}
+	vs.Spec.Http = []*networkingapi.HTTPRoute{rule}
+	return vs
+}
+
 var _ = Describe("Telemetry: traffic", Label("telemetry", "dataplane"), upstream, func() {
 	BeforeEach(requireDataPlane)
 	// Each flag is produced by a fault that needs nothing outside the cluster, and read,
@@ -258,13 +271,9 @@ var _ = Describe("Telemetry: traffic", Label("telemetry", "dataplane"), upstream
 			fix:    "add a route (or a catch-all last route) for every path callers use",
 			fault: func(ctx context.Context, c probe, server workload, applied time.Time, step runbook.Step) (traffic.Request, any) {
 				host := serviceHost(server)
-				vs := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "server-only"}}
-				vs.Spec.Hosts = []string{host}
-				vs.Spec.Http = []*networkingapi.HTTPRoute{{
-					Match: []*networkingapi.HTTPMatchRequest{{Uri: &networkingapi.StringMatch{MatchType: &networkingapi.StringMatch_Prefix{Prefix: "/only"}}}},
-					Route: []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: host}}}}}
-				world.Create(ctx, vs)
-				step.Confirm = fmt.Sprintf("istioctl proxy-config route -n %%s %%s --name %d -o json --istioNamespace aks-istio-system", httpPort)
+				world.Create(ctx, serverVirtualService(c.ns, "server-only", host, &networkingapi.HTTPRoute{
+					Match: []*networkingapi.HTTPMatchRequest{{Uri: &networkingapi.StringMatch{MatchType: &networkingapi.StringMatch_Prefix{Prefix: "/only"}}}}}))
+				step.Confirm = confirmServerRoute
 				step.Shows = `"prefix":\s*"/only"`
 				own := fmt.Sprintf("outbound|%d||%s", httpPort, host)
 				return traffic.Request{URL: serviceURL(server, httpPort, "/elsewhere")},
@@ -303,12 +312,9 @@ var _ = Describe("Telemetry: traffic", Label("telemetry", "dataplane"), upstream
 			fix:    "fix the failing upstream; retries only repeat its answer",
 			fault: func(ctx context.Context, c probe, server workload, applied time.Time, step runbook.Step) (traffic.Request, any) {
 				host := serviceHost(server)
-				vs := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "server-retries"}}
-				vs.Spec.Hosts = []string{host}
-				vs.Spec.Http = []*networkingapi.HTTPRoute{{Retries: &networkingapi.HTTPRetry{Attempts: 2, RetryOn: "5xx"},
-					Route: []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: host}}}}}
-				world.Create(ctx, vs)
-				step.Confirm = fmt.Sprintf("istioctl proxy-config route -n %%s %%s --name %d -o json --istioNamespace aks-istio-system", httpPort)
+				world.Create(ctx, serverVirtualService(c.ns, "server-retries", host,
+					&networkingapi.HTTPRoute{Retries: &networkingapi.HTTPRetry{Attempts: 2, RetryOn: "5xx"}}))
+				step.Confirm = confirmServerRoute
 				step.Shows = `"numRetries":\s*2\b`
 				// agnhost netexec answers /echo?code=503 with a 503 every time.
 				return traffic.Request{URL: serviceURL(server, httpPort, "/echo?code=503")},
