@@ -45,10 +45,10 @@ type Filled struct {
 // assertion fails. args fill the %s verbs of Confirm (namespace, pod, ...). It records the
 // filled confirm command as the spec's latest for this step (see Recorded).
 func (s Step) Explain(observed fmt.Stringer, args ...any) func() string {
-	confirm := fill(s.Confirm, args, nil)
+	filled := s.Fill(args...)
+	confirm := filled.Command
 	if confirm != "" {
-		record(Filled{Ref: s.Ref, Command: confirm,
-			Shows: fill(s.Shows, args, regexp.QuoteMeta), Lacks: fill(s.Lacks, args, regexp.QuoteMeta), Exit: s.Exit}, s.Ref+"\x00"+s.Confirm)
+		record(filled, s.Ref+"\x00"+s.Confirm)
 	}
 	return func() string {
 		var b strings.Builder
@@ -63,6 +63,13 @@ func (s Step) Explain(observed fmt.Stringer, args ...any) func() string {
 		}
 		return b.String() + "\n"
 	}
+}
+
+// Fill is the step's confirm command filled with args (the %s verbs of Confirm, Shows and
+// Lacks), as Explain records it.
+func (s Step) Fill(args ...any) Filled {
+	return Filled{Ref: s.Ref, Command: fill(s.Confirm, args, nil),
+		Shows: fill(s.Shows, args, regexp.QuoteMeta), Lacks: fill(s.Lacks, args, regexp.QuoteMeta), Exit: s.Exit}
 }
 
 // fill fills format's %s verbs with args (each passed through quote when it is set).

@@ -175,12 +175,11 @@ func (w *World) Deploy(ctx context.Context, ns string, app App) {
 // port per given port.
 func (w *World) Service(ctx context.Context, ns, name, selectorApp string, ports ...int32) {
 	GinkgoHelper()
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": selectorApp}}}
+	var sp []corev1.ServicePort
 	for _, port := range ports {
-		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("http-%d", port), Port: port})
+		sp = append(sp, corev1.ServicePort{Name: fmt.Sprintf("http-%d", port), Port: port})
 	}
-	Expect(w.Client.Create(ctx, svc)).To(Succeed(), "create service %s/%s", ns, name)
+	w.createService(ctx, ns, name, selectorApp, sp)
 }
 
 // ServiceTo creates Service name selecting pods labelled app=<selectorApp> with one
@@ -188,9 +187,14 @@ func (w *World) Service(ctx context.Context, ns, name, selectorApp string, ports
 // pods listen on, as Kubernetes allows (reviews:9080 in front of apps serving 8080).
 func (w *World) ServiceTo(ctx context.Context, ns, name, selectorApp string, port, targetPort int32) {
 	GinkgoHelper()
+	w.createService(ctx, ns, name, selectorApp, []corev1.ServicePort{{
+		Name: fmt.Sprintf("http-%d", port), Port: port, TargetPort: intstr.FromInt32(targetPort)}})
+}
+
+func (w *World) createService(ctx context.Context, ns, name, selectorApp string, ports []corev1.ServicePort) {
+	GinkgoHelper()
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": selectorApp}, Ports: []corev1.ServicePort{{
-			Name: fmt.Sprintf("http-%d", port), Port: port, TargetPort: intstr.FromInt32(targetPort)}}}}
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": selectorApp}, Ports: ports}}
 	Expect(w.Client.Create(ctx, svc)).To(Succeed(), "create service %s/%s", ns, name)
 }
 

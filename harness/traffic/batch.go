@@ -26,13 +26,10 @@ const BatchSize = 100
 // The error is set when the probe cannot work (as Send's) or an exec did not run; a
 // request whose line was not found within LogWait has no Flag and says so in Note.
 func (p *Prober) SendMany(ctx context.Context, req Request, n int) ([]Attempt, error) {
-	if p.Client.Container == ProxyContainer {
-		return nil, fatal(fmt.Errorf("client %s: requests from %s bypass the sidecar; probe from the app container", p.Client, ProxyContainer))
+	if err := p.fromApp(); err != nil {
+		return nil, err
 	}
-	timeout := req.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
+	timeout := req.curlTimeout()
 	attempts := make([]Attempt, 0, n)
 	for len(attempts) < n {
 		k := min(BatchSize, n-len(attempts))
@@ -123,67 +120,45 @@ func parseBatch(stdout, stderr string, execErr error, n int) ([]Attempt, error) 
 // flagBatch reads the observer's log until every request of a batch has its line (or
 // LogWait passes) and sets each attempt's entry and flag.
 func (p *Prober) flagBatch(ctx context.Context, batch []Attempt, authority string, paths []string) error {
-	obs := p.Observer
-	if obs.Pod == "" {
-		if !p.Client.Sidecar {
-			for i := range batch {
-				batch[i].Note = joinNote(batch[i].Note, "the client has no istio-proxy: no client-side access log")
-			}
-			return nil
+	obs, ok := p.observer()
+	if !ok {
+		for i := range batch {
+			batch[i].Note = joinNote(batch[i].Note, noClientLog)
 		}
-		obs = Observer{Namespace: p.Client.Namespace, Pod: p.Client.Pod}
-	}
-	wait, poll := p.LogWait, p.LogPoll
-	if wait <= 0 {
-		wait = 10 * time.Second
-	}
-	if poll <= 0 {
-		poll = 250 * time.Millisecond
+		return nil
 	}
 	// The batch's lines are the last ones the observer wrote, give or take the app's own
 	// traffic: read several times as many.
 	tail := max(p.LogTail, int64(4*len(paths)))
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	missing := len(paths)
-	var readErr error
-	for missing > 0 {
-		log, err := p.Road.Logs(ctx, obs.Namespace, obs.Pod, ProxyContainer, tail)
-		if err == nil {
-			byPath := map[string]telemetry.AccessLogEntry{}
-			for _, e := range telemetry.ParseAccessLog(log) {
-				if e.Authority == authority {
-					byPath[e.Path] = e
-				}
-			}
-			missing = 0
-			for i, path := range paths {
-				if e, ok := byPath[path]; ok {
-					batch[i].Entry, batch[i].Flag = &e, e.Flags
-				} else {
-					missing++
-				}
+	err := p.readLogUntil(ctx, obs, tail, func(log string) error {
+		byPath := map[string]telemetry.AccessLogEntry{}
+		for _, e := range telemetry.ParseAccessLog(log) {
+			if e.Authority == authority {
+				byPath[e.Path] = e
 			}
 		}
-		readErr = err
-		if missing == 0 {
-			break
+		missing := 0
+		for i, path := range paths {
+			if e, ok := byPath[path]; ok {
+				batch[i].Entry, batch[i].Flag = &e, e.Flags
+			} else {
+				missing++
+			}
 		}
-		select {
-		case <-deadline.C:
-			why := fmt.Sprintf("no access-log line for the request in %s/%s %s within %s (is access logging on for that namespace?)", obs.Namespace, obs.Pod, ProxyContainer, wait)
-			if readErr != nil {
-				why += ": " + readErr.Error()
-			}
-			for i := range batch {
-				if batch[i].Entry == nil {
-					batch[i].Note = joinNote(batch[i].Note, why)
-				}
-			}
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(poll):
+		if missing > 0 {
+			return fmt.Errorf("%d of the batch's %d requests have no line yet", missing, len(paths))
+		}
+		return nil
+	})
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	for i := range batch {
+		if batch[i].Entry == nil {
+			batch[i].Note = joinNote(batch[i].Note, err.Error())
 		}
 	}
 	return nil

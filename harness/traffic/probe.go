@@ -171,17 +171,14 @@ func (p *Prober) policy() Policy {
 // set only when the probe cannot work at all (no curl in the image, no such container):
 // the exec failing for other reasons is an attempt with Err set.
 func (p *Prober) Send(ctx context.Context, req Request) (Attempt, error) {
-	if p.Client.Container == ProxyContainer {
-		return Attempt{}, fatal(fmt.Errorf("client %s: requests from %s bypass the sidecar; probe from the app container", p.Client, ProxyContainer))
+	if err := p.fromApp(); err != nil {
+		return Attempt{}, err
 	}
 	target, loggedPath, authority, err := p.mark(req)
 	if err != nil {
 		return Attempt{}, fatal(err)
 	}
-	timeout := req.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
+	timeout := req.curlTimeout()
 	// The exec itself (API server, kubelet, container runtime) gets 15 s beyond curl's own
 	// bound: a stuck exec must not hold the probe forever.
 	execCtx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
@@ -195,13 +192,10 @@ func (p *Prober) Send(ctx context.Context, req Request) (Attempt, error) {
 		}
 		return Attempt{Err: err.Error()}, nil
 	}
-	obs := p.Observer
-	if obs.Pod == "" {
-		if !p.Client.Sidecar {
-			a.Note = joinNote(a.Note, "the client has no istio-proxy: no client-side access log")
-			return a, nil
-		}
-		obs = Observer{Namespace: p.Client.Namespace, Pod: p.Client.Pod}
+	obs, ok := p.observer()
+	if !ok {
+		a.Note = joinNote(a.Note, noClientLog)
+		return a, nil
 	}
 	entry, err := p.awaitLogLine(ctx, obs, authority, loggedPath)
 	if err != nil {
@@ -320,9 +314,60 @@ func parseCurl(stdout, stderr string, execErr error) (Attempt, error) {
 	return Attempt{Outcome: Outcome{Code: code}}, nil
 }
 
+// fromApp refuses a client that would send from istio-proxy's own container: its requests
+// bypass the sidecar, so they would prove nothing about the mesh.
+func (p *Prober) fromApp() error {
+	if p.Client.Container == ProxyContainer {
+		return fatal(fmt.Errorf("client %s: requests from %s bypass the sidecar; probe from the app container", p.Client, ProxyContainer))
+	}
+	return nil
+}
+
+// curlTimeout is curl's bound for one request: the request's own, or 5 s.
+func (r Request) curlTimeout() time.Duration {
+	if r.Timeout <= 0 {
+		return 5 * time.Second
+	}
+	return r.Timeout
+}
+
+// noClientLog notes why a request has no flag: nothing of the client's logs it.
+const noClientLog = "the client has no istio-proxy: no client-side access log"
+
+// observer is the pod whose istio-proxy log has the client's requests: Observer when set,
+// else the client's own sidecar; false when the client has none.
+func (p *Prober) observer() (Observer, bool) {
+	switch {
+	case p.Observer.Pod != "":
+		return p.Observer, true
+	case !p.Client.Sidecar:
+		return Observer{}, false
+	}
+	return Observer{Namespace: p.Client.Namespace, Pod: p.Client.Pod}, true
+}
+
 // awaitLogLine reads the observer's istio-proxy log until the line of the marked request
 // is there (the last line for the authority carries the marked path), within LogWait.
 func (p *Prober) awaitLogLine(ctx context.Context, obs Observer, authority, path string) (*telemetry.AccessLogEntry, error) {
+	var entry *telemetry.AccessLogEntry
+	err := p.readLogUntil(ctx, obs, p.LogTail, func(log string) error {
+		e, err := telemetry.LastResponseFlag(log, authority)
+		if err != nil {
+			return err
+		}
+		if e.Path != path {
+			return fmt.Errorf("the last request to %s in the log is %s, not the probe's", authority, e.Path)
+		}
+		entry = &e
+		return nil
+	})
+	return entry, err
+}
+
+// readLogUntil reads the last tail lines of obs's istio-proxy log, every LogPoll, until
+// found accepts them, within LogWait; past it, the error names the log and found's last
+// reason. Lines are the only evidence of a flag, so a read that fails is tried again.
+func (p *Prober) readLogUntil(ctx context.Context, obs Observer, tail int64, found func(log string) error) error {
 	wait, poll := p.LogWait, p.LogPoll
 	if wait <= 0 {
 		wait = 10 * time.Second
@@ -332,25 +377,19 @@ func (p *Prober) awaitLogLine(ctx context.Context, obs Observer, authority, path
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
-	var last error
 	for {
-		log, err := p.Road.Logs(ctx, obs.Namespace, obs.Pod, ProxyContainer, p.LogTail)
+		log, err := p.Road.Logs(ctx, obs.Namespace, obs.Pod, ProxyContainer, tail)
 		if err == nil {
-			var e telemetry.AccessLogEntry
-			if e, err = telemetry.LastResponseFlag(log, authority); err == nil {
-				if e.Path == path {
-					return &e, nil
-				}
-				err = fmt.Errorf("the last request to %s in the log is %s, not the probe's", authority, e.Path)
+			if err = found(log); err == nil {
+				return nil
 			}
 		}
-		last = err
 		select {
 		case <-deadline.C:
-			return nil, fmt.Errorf("no access-log line for the request in %s/%s %s within %s (is access logging on for that namespace?): %v",
-				obs.Namespace, obs.Pod, ProxyContainer, wait, last)
+			return fmt.Errorf("no access-log line for the request in %s/%s %s within %s (is access logging on for that namespace?): %v",
+				obs.Namespace, obs.Pod, ProxyContainer, wait, err)
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(poll):
 		}
 	}

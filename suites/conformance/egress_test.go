@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -310,8 +309,7 @@ func blockedByEnvoy(ctx context.Context, c probe, req traffic.Request, served ve
 	entry := res.Last().Entry
 	Expect(entry.Details).NotTo(Equal("via_upstream"), judged.Explain(observed{entry}))
 	if !final {
-		// step.Confirm is escaped for Explain's formatting; the command itself is not.
-		confirmNow(ctx, world, runbook.Filled{Ref: step.Ref, Command: strings.ReplaceAll(step.Confirm, "%%", "%"), Shows: step.Shows})
+		confirmNow(ctx, world, step.Fill())
 	}
 }
 

@@ -94,7 +94,7 @@ func weightsStep(revision string) runbook.Step {
 		return regexp.QuoteMeta(`"`+strings.ReplaceAll(label, "=", `","operator":"In","values":["`)+`"]`) + `[^{]*"weight":` + fmt.Sprint(w[label]) + `\b`
 	}
 	a, b := term(profile.ReplicaPreferredLabel+"=true"), term(profile.SystemNodeLabel+"=system")
-	return runbook.Step{Shows: "(?s)(" + a + ".*" + b + "|" + b + ".*" + a + ")", Ref: "AKS istio-deploy-ingress / istio-deploy-egress: gateway node affinity; release notes 2026-06-19",
+	return runbook.Step{Shows: inAnyOrder(a, b), Ref: "AKS istio-deploy-ingress / istio-deploy-egress: gateway node affinity; release notes 2026-06-19",
 		Confirm: "kubectl get deploy -n aks-istio-ingress %s -o jsonpath='{.spec.template.spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution}'",
 		Expected: fmt.Sprintf("%s gateway pods prefer %s=true nodes with weight %d and AKS system nodes (%s=system) with weight %d",
 			revision, profile.ReplicaPreferredLabel, w[profile.ReplicaPreferredLabel+"=true"], profile.SystemNodeLabel, w[profile.SystemNodeLabel+"=system"]),
