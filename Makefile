@@ -16,6 +16,11 @@ SUITE_ARGS ?=
 # How many randomised runs `make soak` makes.
 SOAK ?= 10
 
+# The local control plane's toolchains (scripts/toolchain/<dir>; harness/binaries names the
+# same). With the default revision's Istio toolchain they build against one set of module
+# versions (scripts/align-toolchains.sh), so a cold build compiles each shared package once.
+CONTROL_PLANE_TOOLCHAINS = etcd-3.6.5 kubernetes-1.35.4 kwok-0.8.0
+
 # The Istio toolchains the chosen revisions need (scripts/toolchain/istio-<version>); the
 # lifecycle runbooks always need asm-1-28, asm-1-29 and asm-1-31 (n+1 and n+2 upgrades and
 # a new installation past asm-1-30, on clusters of their own).
@@ -70,7 +75,7 @@ bench:
 ## binaries: build and cache the local target's binaries (a second run builds nothing)
 binaries:
 	@if [ "$(TARGET)" = local ]; then \
-		scripts/build-binaries.sh etcd-3.5.21 kubernetes-1.33.13 kwok-0.8.0 $(ISTIO_TOOLCHAINS) istio-1.28.3 istio-1.29.1 istio-1.31.0; fi
+		scripts/build-binaries.sh $(CONTROL_PLANE_TOOLCHAINS) $(ISTIO_TOOLCHAINS) istio-1.28.3 istio-1.29.1 istio-1.31.0; fi
 
 ## up: start the local target and leave it running; prints the KUBECONFIG to use
 up: binaries

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aks-istio-conformance/conformance/harness/process"
+	"github.com/aks-istio-conformance/conformance/harness/profile"
 	"github.com/aks-istio-conformance/conformance/harness/target"
 	"github.com/aks-istio-conformance/conformance/harness/targets"
 	"github.com/aks-istio-conformance/conformance/harness/timing"
@@ -45,7 +46,7 @@ func readState(dir string) (keeperState, bool) {
 
 func up(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ExitOnError)
-	revisions := fs.String("revisions", "asm-1-29", "comma-separated revisions to enable")
+	revisions := fs.String("revisions", profile.Default, "comma-separated revisions to enable")
 	dir := fs.String("dir", filepath.Join("reports", "up"), "state, PKI, kubeconfig and component logs")
 	wait := fs.Duration("timeout", 10*time.Minute, "how long bring-up may take")
 	_ = fs.Parse(args)
@@ -116,7 +117,7 @@ func up(ctx context.Context, args []string) error {
 // cluster until SIGTERM or SIGINT, then stops it in order.
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	revisions := fs.String("revisions", "asm-1-29", "comma-separated revisions to enable")
+	revisions := fs.String("revisions", profile.Default, "comma-separated revisions to enable")
 	dir := fs.String("dir", filepath.Join("reports", "up"), "state, PKI, kubeconfig and component logs")
 	_ = fs.Parse(args)
 	release, err := lockKeeper(*dir)

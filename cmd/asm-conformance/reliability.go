@@ -138,7 +138,7 @@ func readListing(path string) ([]leftovers.Process, error) {
 // its `istioctl tag` and `x internal-debug` speak the istiod the target runs.
 func istioctlPath(args []string) error {
 	fs := flag.NewFlagSet("istioctl-path", flag.ExitOnError)
-	revision := fs.String("revision", "asm-1-29", "the revision whose Istio build to use")
+	revision := fs.String("revision", profile.Default, "the revision whose Istio build to use")
 	_ = fs.Parse(args)
 	p, err := profile.Load(*revision)
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package binaries finds the local target's executables in the cache that
 // scripts/build-binaries.sh fills: <cache>/bin/<toolchain>/<name>, with <name>.sha256 beside
-// it. A toolchain is a directory under scripts/toolchain (e.g. kubernetes-1.33.13), whose
+// it. A toolchain is a directory under scripts/toolchain (e.g. kubernetes-1.35.4), whose
 // name is the cache key. Nothing here builds: a missing or corrupt binary is an error that
 // says which make target rebuilds it.
 package binaries
@@ -17,10 +17,11 @@ import (
 	"strings"
 )
 
-// Toolchains of the local control plane; Istio's come from each revision's profile.
+// Toolchains of the local control plane (the Makefile's CONTROL_PLANE_TOOLCHAINS); Istio's
+// come from each revision's profile.
 const (
-	Kubernetes = "kubernetes-1.33.13"
-	Etcd       = "etcd-3.5.21"
+	Kubernetes = "kubernetes-1.35.4"
+	Etcd       = "etcd-3.6.5"
 	Kwok       = "kwok-0.8.0"
 )
 

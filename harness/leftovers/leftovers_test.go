@@ -62,16 +62,16 @@ func TestFindTellsComponentsOfTheDirectoryFromEverythingElse(t *testing.T) {
 	bin := "/cache/bin"
 	run := "/work/reports/up"
 	for _, p := range []fakeProc{
-		{pid: 101, exe: bin + "/etcd-3.5.21/etcd", args: []string{bin + "/etcd-3.5.21/etcd", "--data-dir=" + run + "/etcd"}, started: 7},
+		{pid: 101, exe: bin + "/etcd-3.6.5/etcd", args: []string{bin + "/etcd-3.6.5/etcd", "--data-dir=" + run + "/etcd"}, started: 7},
 		{pid: 102, exe: bin + "/istio-1.28.3/pilot-discovery (deleted)", args: []string{"pilot-discovery", "discovery"}, env: []string{"KUBECONFIG=" + run + "/kubeconfig"}},
 		{pid: 103, exe: bin + "/kwok-0.8.0/kwok", cwd: run},
 		{pid: 104, exe: "/tmp/go-build1/b001/conformance.test", args: []string{"conformance.test", "-reports-dir=" + run}},
 		// Not this directory's: another run with the same binaries, a sibling directory, a
 		// shell sitting in the directory, a component that already exited (a zombie).
-		{pid: 201, exe: bin + "/etcd-3.5.21/etcd", args: []string{"etcd", "--data-dir=/work/reports/other/etcd"}},
-		{pid: 202, exe: bin + "/etcd-3.5.21/etcd", args: []string{"etcd", "--data-dir=" + run + "2/etcd"}},
+		{pid: 201, exe: bin + "/etcd-3.6.5/etcd", args: []string{"etcd", "--data-dir=/work/reports/other/etcd"}},
+		{pid: 202, exe: bin + "/etcd-3.6.5/etcd", args: []string{"etcd", "--data-dir=" + run + "2/etcd"}},
 		{pid: 203, exe: "/usr/bin/bash", cwd: run},
-		{pid: 204, exe: bin + "/etcd-3.5.21/etcd", args: []string{"etcd", "--data-dir=" + run + "/etcd"}, state: "Z"},
+		{pid: 204, exe: bin + "/etcd-3.6.5/etcd", args: []string{"etcd", "--data-dir=" + run + "/etcd"}, state: "Z"},
 	} {
 		writeProc(t, proc, p)
 	}

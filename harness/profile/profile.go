@@ -89,6 +89,10 @@ func (p Profile) ProxyImageRef() string {
 // IstiodName is the control plane's Deployment and Service name on the add-on.
 func (p Profile) IstiodName() string { return "istiod-" + p.Revision }
 
+// Default is the revision a run enables when none is asked for (`-revisions`, the Makefile's
+// REVISIONS): the newest revision of the add-on that builds here (docs/decisions.md).
+const Default = "asm-1-29"
+
 var revisionPattern = regexp.MustCompile(`^asm-1-[0-9]+$`)
 
 // Load reads the profile of one revision from the embedded fixtures.

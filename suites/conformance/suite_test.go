@@ -32,7 +32,7 @@ import (
 var (
 	targetFlag = flag.String("target", envOr("ASM_TARGET", targets.Default()),
 		"where to run: "+strings.Join(targets.Names, ", ")+" (env ASM_TARGET)")
-	revisionsFlag = flag.String("revisions", envOr("ASM_REVISIONS", "asm-1-29"),
+	revisionsFlag = flag.String("revisions", envOr("ASM_REVISIONS", profile.Default),
 		"comma-separated add-on revisions to run; the first is the one scenarios use (env ASM_REVISIONS)")
 	reportsFlag = flag.String("reports-dir", envOr("ASM_REPORTS_DIR", filepath.Join("..", "..", "reports")),
 		"where each run writes its directory of reports and component logs (env ASM_REPORTS_DIR)")

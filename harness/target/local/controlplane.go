@@ -135,7 +135,10 @@ func startControlPlane(ctx context.Context, dir string, rec *timing.Recorder) (c
 		"--etcd-servers=" + etcdURL, "--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(apiPort),
 		"--advertise-address=" + advertiseAddress, "--cert-dir=" + filepath.Join(dir, "certs"),
 		"--tls-cert-file=" + f.ServingCert, "--tls-private-key-file=" + f.ServingKey,
-		"--client-ca-file=" + f.CACert, "--requestheader-client-ca-file=" + f.CACert,
+		// No --requestheader-client-ca-file: nothing here proxies for the API server, and with
+		// the cluster CA every client certificate could assert another user (Kubernetes 1.35
+		// refuses that pairing at start-up).
+		"--client-ca-file=" + f.CACert,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + f.ServiceAccountPublic,
 		"--service-account-signing-key-file=" + f.ServiceAccountPrivate,
